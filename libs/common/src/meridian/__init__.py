@@ -1,0 +1,1 @@
+"""Generated protobuf contracts (see proto/). Do not edit."""
