@@ -1,0 +1,104 @@
+"""Tables. Time-series tables carry their time column in the primary key so they can become
+TimescaleDB hypertables; natural unique keys make every write an idempotent upsert."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    text,
+)
+
+metadata = MetaData()
+
+# Time-series tables that become hypertables when TimescaleDB is present (name, time column).
+HYPERTABLES = (("candles", "open_time"), ("fills", "ts"), ("equity", "ts"))
+
+
+def _ts(name: str, **kw: object) -> Column:
+    return Column(name, DateTime(timezone=True), nullable=False, **kw)
+
+
+candles = Table(
+    "candles", metadata,
+    Column("exchange", String(32), primary_key=True),
+    Column("symbol", String(64), primary_key=True),
+    Column("timeframe", String(8), primary_key=True),
+    _ts("open_time", primary_key=True),
+    Column("open", Numeric, nullable=False),
+    Column("high", Numeric, nullable=False),
+    Column("low", Numeric, nullable=False),
+    Column("close", Numeric, nullable=False),
+    Column("volume", Numeric, nullable=False),
+    Column("revision", Integer, nullable=False, server_default=text("0")),
+)
+
+fills = Table(
+    "fills", metadata,
+    # The fill id is deterministic and includes the order, so (ts, fill_id) is unique per fill.
+    _ts("ts", primary_key=True),
+    Column("fill_id", String(80), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("client_order_id", String(64), nullable=False),
+    Column("exchange", String(32), nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("side", SmallInteger, nullable=False),  # Side enum value
+    Column("quantity", Numeric, nullable=False),
+    Column("price", Numeric, nullable=False),
+    Column("fee", Numeric, nullable=False),
+    Column("fee_currency", String(16), nullable=False),
+)
+
+positions = Table(
+    "positions", metadata,
+    Column("account", String(64), primary_key=True),
+    Column("exchange", String(32), primary_key=True),
+    Column("symbol", String(64), primary_key=True),
+    Column("quantity", Numeric, nullable=False),
+    Column("average_price", Numeric, nullable=False),
+    Column("realized_pnl", Numeric, nullable=False),
+    Column("fees_paid", Numeric, nullable=False),
+    Column("trades_closed", Integer, nullable=False),
+    _ts("as_of"),
+)
+
+equity = Table(
+    "equity", metadata,
+    # Per-symbol PnL curve, one row per marked candle; the account curve is their sum.
+    Column("account", String(64), primary_key=True),
+    Column("exchange", String(32), primary_key=True),
+    Column("symbol", String(64), primary_key=True),
+    _ts("ts", primary_key=True),
+    Column("quantity", Numeric, nullable=False),
+    Column("mark_price", Numeric, nullable=False),
+    Column("realized_pnl", Numeric, nullable=False),
+    Column("unrealized_pnl", Numeric, nullable=False),
+    Column("fees_paid", Numeric, nullable=False),
+    Column("net_pnl", Numeric, nullable=False),
+)
+
+trades = Table(
+    "trades", metadata,
+    Column("account", String(64), primary_key=True),
+    Column("exchange", String(32), primary_key=True),
+    Column("symbol", String(64), primary_key=True),
+    _ts("entry_time", primary_key=True),
+    _ts("exit_time"),
+    Column("direction", SmallInteger, nullable=False),
+    Column("quantity", Numeric, nullable=False),
+    Column("entry_price", Numeric, nullable=False),
+    Column("exit_price", Numeric, nullable=False),
+    Column("gross_pnl", Numeric, nullable=False),
+    Column("fees", Numeric, nullable=False),
+    Column("net_pnl", Numeric, nullable=False),
+)
+
+__all__ = ["HYPERTABLES", "BigInteger", "candles", "equity", "fills", "metadata", "positions",
+           "trades"]

@@ -1,0 +1,88 @@
+"""The handler contract: a service's logic, independent of how it is hosted.
+
+A handler is synchronous and does no I/O in `handle`: it reads one decoded message, updates its
+explicit state and writes outputs to an Outbox. Durable effects (database rows) are collected and
+written in `flush`, which the host awaits before it publishes outputs and commits offsets. So the
+same handler runs under Kafka, the in-process bus and plain unit tests.
+
+A handler that must hold a message back (waiting for another input's watermark) reports it in
+`retained()`: the host never commits past a retained record, so a crash replays it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from google.protobuf.message import Message
+
+from meridian.v1 import common_pb2
+
+Position = tuple[str, int, int]  # physical (topic, partition, offset)
+
+
+class InvalidMessage(ValueError):
+    """A well-formed record whose content the handler cannot accept; it goes to the DLQ."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str  # logical topic name
+    key: str
+    message: Message
+    position: Position = ("", 0, -1)
+
+    @property
+    def is_watermark(self) -> bool:
+        return isinstance(self.message, common_pb2.Watermark)
+
+    @property
+    def event_time_ms(self) -> int:
+        m = self.message
+        return m.event_time_ms if isinstance(m, common_pb2.Watermark) else m.meta.event_time_ms  # type: ignore[attr-defined]
+
+
+class Outbox:
+    """Outputs of one batch, published by the host in order after effects are durable."""
+
+    __slots__ = ("items", "producer")
+
+    def __init__(self, producer: str) -> None:
+        self.producer = producer
+        self.items: list[tuple[str, str, Message]] = []
+
+    def emit(self, topic: str, key: str, message: Message) -> None:
+        self.items.append((topic, key, message))
+
+    def watermark(self, topic: str, key: str, event_time_ms: int) -> None:
+        self.items.append(
+            (topic, key, common_pb2.Watermark(key=key, event_time_ms=event_time_ms,
+                                              producer=self.producer))
+        )
+
+    def drain(self) -> list[tuple[str, str, Message]]:
+        items, self.items = self.items, []
+        return items
+
+
+class Handler:
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]
+    outputs: ClassVar[tuple[str, ...]]
+
+    async def start(self) -> None:
+        """Load state (e.g. from the database) before the first message."""
+
+    def handle(self, msg: Inbound, out: Outbox) -> None:
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        """Make the effects of the handled messages durable."""
+
+    def retained(self) -> Mapping[tuple[str, int], int]:
+        """Lowest offset still held back, per physical (topic, partition)."""
+        return {}
+
+    async def stop(self) -> None:
+        """Release resources."""

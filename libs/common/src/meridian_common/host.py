@@ -1,0 +1,142 @@
+"""Hosts a Handler on a Bus: poll, decode, handle, make durable, publish, then commit.
+
+The order of those steps is the delivery guarantee: offsets are committed only after the
+handler's effects are durable and its outputs acknowledged, so a crash at any point replays input
+(at-least-once) and deterministic ids plus unique keys downstream make the replay harmless.
+A record that does not decode, or that the handler rejects as invalid, goes to `dlq.<topic>`
+with the reason in its headers, and the service carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from meridian_common import codec, topics
+from meridian_common.bus.base import Bus, Producer, Record, TopicConfig
+from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
+from meridian_common.metrics import NullSensor, Sensor
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_S = 0.5
+
+
+def topic_configs(names: Iterable[str], prefix: str, partitions: int) -> list[TopicConfig]:
+    """Physical topic configs for logical names (plus their dead-letter topics)."""
+    out = []
+    for name in names:
+        spec = topics.spec(name)
+        n = spec.partitions or partitions
+        out.append(TopicConfig(prefix + name, n, spec.compacted))
+        out.append(TopicConfig(prefix + topics.dlq(name), n))
+    return out
+
+
+def all_topic_configs(prefix: str, partitions: int) -> list[TopicConfig]:
+    return topic_configs(topics.TOPICS, prefix, partitions)
+
+
+async def publish(producer: Producer, prefix: str, items: Iterable[tuple[str, str, object]],
+                  sensor: Sensor) -> None:
+    """Encode and send outbox items (not flushed)."""
+    counts: dict[str, int] = {}
+    for topic, key, message in items:
+        value, mtype = codec.encode(message)  # type: ignore[arg-type]
+        await producer.send(prefix + topic, key.encode(), value, ((codec.TYPE_HEADER, mtype),))
+        counts[topic] = counts.get(topic, 0) + 1
+    for topic, n in counts.items():
+        sensor.produced(topic, n)
+
+
+class ServiceHost:
+    def __init__(self, handler: Handler, bus: Bus, *, prefix: str = "", batch: int = 500,
+                 sensor: Sensor | None = None, group: str | None = None) -> None:
+        self.handler = handler
+        self.bus = bus
+        self.prefix = prefix
+        self.batch = batch
+        self.sensor = sensor or NullSensor()
+        self.group = group or f"{prefix}meridian-{handler.name}"
+        self.handled = 0
+        self.dead_letters = 0
+        self._logical = {prefix + t: t for t in handler.inputs}
+        # Set once subscribed and the handler's state is loaded.
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        handler = self.handler
+        consumer = self.bus.consumer(self.group, [self.prefix + t for t in handler.inputs])
+        producer = self.bus.producer()
+        out = Outbox(handler.name)
+        consumed: dict[tuple[str, int], int] = {}
+        committed: dict[tuple[str, int], int] = {}
+        await handler.start()
+        self.ready.set()
+        log.info("service started", extra={"group": self.group, "inputs": list(handler.inputs)})
+        try:
+            while not stop.is_set():
+                records = await consumer.poll(POLL_TIMEOUT_S, self.batch)
+                if not records:
+                    continue
+                started = time.perf_counter()
+                dead = self._handle_batch(records, out, consumed)
+                await handler.flush()
+                await publish(producer, self.prefix, out.drain(), self.sensor)
+                for record, reason in dead:
+                    await self._dead_letter(producer, record, reason)
+                await producer.flush()
+                offsets = dict(consumed)
+                for tp, low in handler.retained().items():
+                    if tp in offsets and low < offsets[tp]:
+                        offsets[tp] = low
+                changed = {tp: o for tp, o in offsets.items() if committed.get(tp) != o}
+                await consumer.commit(changed)
+                committed.update(changed)
+                self.sensor.batch_seconds(time.perf_counter() - started)
+        finally:
+            await producer.stop()
+            await consumer.stop()
+            await handler.stop()
+
+    def _handle_batch(self, records: list[Record], out: Outbox,
+                      consumed: dict[tuple[str, int], int]) -> list[tuple[Record, str]]:
+        handle = self.handler.handle
+        dead: list[tuple[Record, str]] = []
+        counts: dict[str, int] = {}
+        for record in records:
+            topic = self._logical[record.topic]
+            counts[topic] = counts.get(topic, 0) + 1
+            consumed[(record.topic, record.partition)] = record.offset + 1
+            try:
+                if not record.key:
+                    raise codec.MalformedMessage("record has no key")
+                message = codec.decode(topic, record.value, record.header(codec.TYPE_HEADER))
+                key = record.key.decode()
+                handle(Inbound(topic, key, message, (record.topic, record.partition,
+                                                     record.offset)), out)
+            except (codec.MalformedMessage, InvalidMessage, UnicodeDecodeError) as exc:
+                dead.append((record, str(exc)))
+        for topic, n in counts.items():
+            self.sensor.consumed(topic, n)
+        self.handled += len(records) - len(dead)
+        return dead
+
+    async def _dead_letter(self, producer: Producer, record: Record, reason: str) -> None:
+        topic = self._logical[record.topic]
+        self.dead_letters += 1
+        self.sensor.dead_lettered(topic)
+        log.warning("dead-lettered a record",
+                    extra={"topic": record.topic, "partition": record.partition,
+                           "offset": record.offset, "reason": reason})
+        headers = (
+            *record.headers,
+            ("dlq-reason", reason.encode()),
+            ("dlq-topic", record.topic.encode()),
+            ("dlq-partition", str(record.partition).encode()),
+            ("dlq-offset", str(record.offset).encode()),
+            ("dlq-service", self.handler.name.encode()),
+        )
+        await producer.send(self.prefix + topics.dlq(topic), record.key, record.value, headers)

@@ -1,0 +1,6 @@
+"""Market-data sources and candle construction shared by ingest, replays and research."""
+
+from meridian_common.marketdata.candles import RawCandle, make_candle, timeframe_ms
+from meridian_common.marketdata.csvfiles import CsvCandleSource, default_data_dir
+
+__all__ = ["CsvCandleSource", "RawCandle", "default_data_dir", "make_candle", "timeframe_ms"]

@@ -1,0 +1,67 @@
+"""The shared CSV candle files (`SYMBOL-TIMEFRAME.csv.gz`, header
+timestamp,open,high,low,close,volume with the open time in epoch ms UTC)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from meridian_common.marketdata.candles import RawCandle, timeframe_ms
+
+_HEADER = ["timestamp", "open", "high", "low", "close", "volume"]
+
+
+def default_data_dir() -> Path:
+    """MERIDIAN_DATA_DIR, else the repository's sibling shared/data directory."""
+    env = os.environ.get("MERIDIAN_DATA_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared" / "data"
+        if (parent / "libs").is_dir() and candidate.is_dir():
+            return candidate
+    return Path("../shared/data")
+
+
+@dataclass(frozen=True, slots=True)
+class CsvCandleSource:
+    data_dir: Path
+    symbol: str
+    timeframe: str = "1h"
+
+    @property
+    def path(self) -> Path:
+        return self.data_dir / f"{self.symbol}-{self.timeframe}.csv.gz"
+
+    def rows(self, start_ms: int | None = None, end_ms: int | None = None) -> Iterator[RawCandle]:
+        """Candles with start_ms <= open time < end_ms, ascending; validates order and grid."""
+        if not self.path.is_file():
+            available = sorted(p.name for p in self.data_dir.glob("*.csv.gz"))
+            raise FileNotFoundError(
+                f"no candle file {self.path} for {self.symbol} {self.timeframe}; "
+                f"available in {self.data_dir}: {available}")
+        step = timeframe_ms(self.timeframe)
+        with gzip.open(self.path, "rt", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header != _HEADER:
+                raise ValueError(f"{self.path}: header {header} is not {_HEADER}")
+            previous = None
+            for line_no, row in enumerate(reader, start=2):
+                if len(row) != 6:
+                    raise ValueError(f"{self.path}:{line_no}: expected 6 fields, got {len(row)}")
+                ts = int(row[0])
+                if ts % step or (previous is not None and ts <= previous):
+                    raise ValueError(f"{self.path}:{line_no}: timestamp {ts} out of order or "
+                                     f"off the {self.timeframe} grid")
+                previous = ts
+                if start_ms is not None and ts < start_ms:
+                    continue
+                if end_ms is not None and ts >= end_ms:
+                    break
+                yield RawCandle(ts, row[1], row[2], row[3], row[4], row[5])

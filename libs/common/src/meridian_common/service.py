@@ -1,0 +1,62 @@
+"""Process entry point shared by the consumer services (`python -m meridian_<name>`).
+
+Resolves settings once (a bad value exits with the variable named), sets up JSON logs and
+/metrics, creates missing topics, and hosts the handler on Kafka until SIGTERM or SIGINT, after
+which the current batch finishes, is made durable and committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from meridian_common import config, logs, metrics
+from meridian_common.bus.base import Bus
+from meridian_common.handler import Handler
+from meridian_common.host import ServiceHost, all_topic_configs
+
+log = logging.getLogger(__name__)
+
+HandlerFactory = Callable[[config.CommonSettings], Awaitable[Handler]]
+
+
+def open_bus(common: config.CommonSettings, client_id: str) -> Bus:
+    if common.bus == "kafka":
+        from meridian_common.bus.kafka import KafkaBus
+
+        return KafkaBus(common.kafka_bootstrap, client_id=client_id)
+    raise config.ConfigError(
+        "MERIDIAN_BUS=inprocess runs only inside one process: use `meridian run` (embedded)")
+
+
+async def serve(name: str, factory: HandlerFactory, common: config.CommonSettings) -> None:
+    bus = open_bus(common, f"meridian-{name}")
+    await bus.ensure_topics(all_topic_configs(common.topic_prefix, common.partitions))
+    handler = await factory(common)
+    sensor = metrics.PrometheusSensor(name)
+    metrics.serve(common.metrics_port, sensor.registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host = ServiceHost(handler, bus, prefix=common.topic_prefix, batch=common.consumer_batch,
+                       sensor=sensor)
+    await host.run(stop)
+    log.info("service stopped", extra={"handled": host.handled, "dead_letters": host.dead_letters})
+
+
+def main(name: str, factory: HandlerFactory) -> None:
+    try:
+        common = config.load(config.CommonSettings)
+    except config.ConfigError as exc:
+        print(f"meridian-{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logs.setup(name, common.log_level)
+    try:
+        asyncio.run(serve(name, factory, common))
+    except config.ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        raise SystemExit(2) from None
