@@ -1,0 +1,171 @@
+"""Ledger: fills and candles in, positions, PnL and the equity curve out (DB and portfolio.v1).
+
+Per symbol, candles are marked in event time: a candle is marked only once the fill watermark has
+reached its open, after every fill up to that open is booked. So the PnL curve is the same however
+fills and candles interleave in arrival. Until then the candle is held back (and its offset not
+committed). A fill is booked once: its id is remembered, and unique in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from meridian.v1 import candle_pb2, common_pb2, fill_pb2, portfolio_pb2
+from meridian_common import topics
+from meridian_common.accounting import ClosedTrade, PositionBook
+from meridian_common.handler import Handler, Inbound, Outbox, Position
+from meridian_common.money import dec, to_str
+from meridian_ledger.settings import LedgerSettings
+from meridian_ledger.store import Batch, SqlLedgerStore
+
+log = logging.getLogger(__name__)
+
+
+def _ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(slots=True)
+class _Symbol:
+    exchange: str = ""
+    symbol: str = ""
+    book: PositionBook = field(default_factory=PositionBook)
+    fills: deque[tuple[fill_pb2.Fill, Position]] = field(default_factory=deque)
+    candles: deque[tuple[candle_pb2.Candle, Position]] = field(default_factory=deque)
+    fill_wm: int = 0
+    last_marked_open: int = -1
+
+
+class LedgerHandler(Handler):
+    name = "ledger"
+    inputs = (topics.FILL, topics.CANDLE)
+    outputs = (topics.PORTFOLIO,)
+
+    def __init__(self, settings: LedgerSettings, store: SqlLedgerStore | None) -> None:
+        self.settings = settings
+        self.store = store
+        self.symbols: dict[str, _Symbol] = {}
+        self.seen_fills: set[str] = set()
+        self.batch = Batch()
+        self.marks = 0
+
+    async def start(self) -> None:
+        if self.store is None:
+            return
+        account = self.settings.account
+        self.seen_fills = await self.store.fill_ids(account)
+        for row in await self.store.positions(account):
+            st = self._symbol(f"{row['exchange']}:{row['symbol']}")
+            st.exchange, st.symbol = row["exchange"], row["symbol"]
+            st.book = PositionBook(row["quantity"], row["average_price"], row["realized_pnl"],
+                                   row["fees_paid"], row["trades_closed"])
+        if self.seen_fills:
+            log.info("ledger state loaded", extra={"fills": len(self.seen_fills),
+                                                   "positions": len(self.symbols)})
+
+    def _symbol(self, key: str) -> _Symbol:
+        st = self.symbols.get(key)
+        if st is None:
+            st = self.symbols[key] = _Symbol()
+        return st
+
+    def handle(self, msg: Inbound, out: Outbox) -> None:
+        st = self._symbol(msg.key)
+        if msg.topic == topics.CANDLE:
+            candle: candle_pb2.Candle = msg.message  # type: ignore[assignment]
+            if candle.open_time_ms > st.last_marked_open and (
+                not st.candles or candle.open_time_ms > st.candles[-1][0].open_time_ms
+            ):
+                st.candles.append((candle, msg.position))
+        elif msg.is_watermark:
+            st.fill_wm = max(st.fill_wm, msg.event_time_ms)
+        else:
+            fill: fill_pb2.Fill = msg.message  # type: ignore[assignment]
+            if fill.fill_id not in self.seen_fills:
+                self.seen_fills.add(fill.fill_id)
+                st.fills.append((fill, msg.position))
+        self._process(msg.key, st, out)
+
+    def _process(self, key: str, st: _Symbol, out: Outbox) -> None:
+        while st.candles and st.candles[0][0].open_time_ms <= st.fill_wm:
+            candle, _ = st.candles.popleft()
+            while st.fills and st.fills[0][0].meta.event_time_ms <= candle.open_time_ms:
+                fill, _ = st.fills.popleft()
+                self._book(st, fill)
+            self._mark(key, st, candle, out)
+
+    def _book(self, st: _Symbol, fill: fill_pb2.Fill) -> None:
+        st.exchange, st.symbol = fill.exchange, fill.symbol
+        t = fill.meta.event_time_ms
+        closed = st.book.apply_fill(fill.side, dec(fill.quantity, "Fill.quantity"),
+                                    dec(fill.price, "Fill.price"), dec(fill.fee, "Fill.fee"), t)
+        account = self.settings.account
+        self.batch.fills.append({
+            "ts": _ts(t), "fill_id": fill.fill_id, "account": account,
+            "client_order_id": fill.client_order_id, "exchange": fill.exchange,
+            "symbol": fill.symbol, "side": fill.side, "quantity": dec(fill.quantity),
+            "price": dec(fill.price), "fee": dec(fill.fee), "fee_currency": fill.fee_currency,
+        })
+        for trade in closed:
+            self.batch.trades.append(self._trade_row(st, trade))
+
+    def _trade_row(self, st: _Symbol, trade: ClosedTrade) -> dict[str, object]:
+        return {
+            "account": self.settings.account, "exchange": st.exchange, "symbol": st.symbol,
+            "entry_time": _ts(trade.entry_time_ms), "exit_time": _ts(trade.exit_time_ms),
+            "direction": trade.direction, "quantity": trade.quantity,
+            "entry_price": trade.entry_price, "exit_price": trade.exit_price,
+            "gross_pnl": trade.gross_pnl, "fees": trade.fees, "net_pnl": trade.net_pnl,
+        }
+
+    def _mark(self, key: str, st: _Symbol, candle: candle_pb2.Candle, out: Outbox) -> None:
+        st.exchange, st.symbol = candle.exchange, candle.symbol
+        st.last_marked_open = candle.open_time_ms
+        mark = dec(candle.close, "Candle.close")
+        book = st.book
+        unrealized = book.unrealized(mark)
+        net = book.realized_pnl + unrealized - book.fees_paid
+        t = candle.close_time_ms
+        account = self.settings.account
+        self.marks += 1
+        self.batch.equity.append({
+            "account": account, "exchange": st.exchange, "symbol": st.symbol, "ts": _ts(t),
+            "quantity": book.quantity, "mark_price": mark, "realized_pnl": book.realized_pnl,
+            "unrealized_pnl": unrealized, "fees_paid": book.fees_paid, "net_pnl": net,
+        })
+        self.batch.positions[(account, st.exchange, st.symbol)] = {
+            "account": account, "exchange": st.exchange, "symbol": st.symbol,
+            "quantity": book.quantity, "average_price": book.average_price,
+            "realized_pnl": book.realized_pnl, "fees_paid": book.fees_paid,
+            "trades_closed": book.trades_closed, "as_of": _ts(t),
+        }
+        out.emit(topics.PORTFOLIO, f"{account}:{key}", portfolio_pb2.PositionUpdate(
+            meta=common_pb2.Meta(id=f"pos:{account}:{key}:{t}", cause_id=candle.meta.id,
+                                 event_time_ms=t, producer=self.name),
+            account=account, exchange=st.exchange, symbol=st.symbol, as_of_ms=t,
+            quantity=to_str(book.quantity), average_price=to_str(book.average_price),
+            mark_price=candle.close, realized_pnl=to_str(book.realized_pnl),
+            unrealized_pnl=to_str(unrealized), fees_paid=to_str(book.fees_paid),
+            net_pnl=to_str(net), trades_closed=book.trades_closed,
+        ))
+
+    async def flush(self) -> None:
+        if not self.batch:
+            return
+        batch, self.batch = self.batch, Batch()
+        if self.store is not None:
+            await self.store.write(batch)
+
+    def retained(self) -> Mapping[tuple[str, int], int]:
+        low: dict[tuple[str, int], int] = {}
+        for st in self.symbols.values():
+            for queue in (st.candles, st.fills):
+                if queue:  # a queue is in offset order: its head is its lowest offset
+                    topic, partition, offset = queue[0][1]
+                    if offset < low.get((topic, partition), offset + 1):
+                        low[(topic, partition)] = offset
+        return low

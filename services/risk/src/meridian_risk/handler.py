@@ -1,0 +1,81 @@
+"""Risk gate: signals in, a decision for each (with every rule's result) and approved orders out.
+
+order.approved.v1 is sparse: whenever a signal or a signal watermark leads to no order, a
+Watermark is forwarded so execution can act in event time.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+from meridian.v1 import common_pb2, control_pb2, order_approved_pb2, risk_decision_pb2, signal_pb2
+from meridian_common import ids, topics
+from meridian_common.handler import Handler, Inbound, Outbox
+from meridian_common.money import ZERO, dec, to_str
+from meridian_risk.rules import evaluate, propose
+from meridian_risk.settings import RiskSettings
+
+log = logging.getLogger(__name__)
+
+
+class RiskHandler(Handler):
+    name = "risk"
+    inputs = (topics.SIGNAL, topics.CONTROL)
+    outputs = (topics.RISK_DECISION, topics.ORDER_APPROVED)
+
+    def __init__(self, settings: RiskSettings) -> None:
+        self.settings = settings
+        self.positions: dict[str, Decimal] = {}
+        self.kill_switch = False
+        self.approved = 0
+        self.rejected = 0
+
+    def handle(self, msg: Inbound, out: Outbox) -> None:
+        if msg.topic == topics.CONTROL:
+            self._control(msg.message)  # type: ignore[arg-type]
+        elif msg.is_watermark:
+            out.watermark(topics.ORDER_APPROVED, msg.key, msg.event_time_ms)
+        else:
+            self._signal(msg.key, msg.message, out)  # type: ignore[arg-type]
+
+    def _control(self, command: control_pb2.Control) -> None:
+        if command.WhichOneof("command") == "kill_switch":
+            self.kill_switch = command.kill_switch.engaged
+            log.warning("kill switch %s", "ENGAGED" if self.kill_switch else "cleared",
+                        extra={"reason": command.kill_switch.reason,
+                               "actor": command.kill_switch.actor})
+
+    def _signal(self, key: str, signal: signal_pb2.Signal, out: Outbox) -> None:
+        price = dec(signal.reference_price, "Signal.reference_price")
+        current = self.positions.get(key, ZERO)
+        proposal = propose(signal.direction, current, price, self.settings)
+        rules = evaluate(proposal, price, self.kill_switch, self.settings)
+        approved = all(r.passed for r in rules)
+        t = signal.meta.event_time_ms
+        decision = risk_decision_pb2.RiskDecision(
+            meta=common_pb2.Meta(id="dec:" + signal.meta.id, cause_id=signal.meta.id,
+                                 event_time_ms=t, producer=self.name),
+            exchange=signal.exchange, symbol=signal.symbol, approved=approved, rules=rules,
+            side=proposal.side, quantity=to_str(proposal.quantity),
+            reference_price=signal.reference_price, reduce_only=proposal.reduce_only,
+        )
+        if not approved:
+            self.rejected += 1
+            out.emit(topics.RISK_DECISION, key, decision)
+            out.watermark(topics.ORDER_APPROVED, key, t)
+            return
+        self.approved += 1
+        coid = ids.client_order_id(signal.meta.id)
+        decision.client_order_id = coid
+        self.positions[key] = proposal.target
+        out.emit(topics.RISK_DECISION, key, decision)
+        out.emit(topics.ORDER_APPROVED, key, order_approved_pb2.ApprovedOrder(
+            meta=common_pb2.Meta(id=coid, cause_id=decision.meta.id, event_time_ms=t,
+                                 producer=self.name),
+            client_order_id=coid, signal_id=signal.meta.id, exchange=signal.exchange,
+            symbol=signal.symbol, side=proposal.side,
+            order_type=order_approved_pb2.ORDER_TYPE_MARKET,
+            quantity=to_str(proposal.quantity), reduce_only=proposal.reduce_only,
+            stop_loss=signal.stop_loss, take_profit=signal.take_profit, strategy=signal.strategy,
+        ))
