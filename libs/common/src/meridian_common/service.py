@@ -33,9 +33,9 @@ def open_bus(common: config.CommonSettings, client_id: str) -> Bus:
 
 
 async def serve(name: str, factory: HandlerFactory, common: config.CommonSettings) -> None:
+    handler = await factory(common)  # validates the service's settings before any connection
     bus = open_bus(common, f"meridian-{name}")
     await bus.ensure_topics(all_topic_configs(common.topic_prefix, common.partitions))
-    handler = await factory(common)
     sensor = metrics.PrometheusSensor(name)
     metrics.serve(common.metrics_port, sensor.registry)
     stop = asyncio.Event()

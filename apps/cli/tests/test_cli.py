@@ -1,0 +1,52 @@
+"""The `meridian` command as a user runs it: the embedded replay with its report, and config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from meridian_cli.settings import SETTINGS_CLASSES
+
+
+def _meridian(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
+    return subprocess.run([sys.executable, "-m", "meridian_cli.main", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300, check=False)
+
+
+def test_embedded_run_prints_summary_and_writes_report(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    proc = _meridian("run", "--symbols", "BTCUSDT,ETHUSDT", "--start", "2021-01-01", "--end",
+                     "2021-02-01", "--report", str(report_path), "--pg-dir",
+                     str(tmp_path / "pg"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "replay: 1,488/1,488 candles (100%)" in proc.stderr
+    for column in ("trades", "win rate", "net PnL", "max DD", "Sharpe"):
+        assert column in proc.stdout
+    assert "BTCUSDT" in proc.stdout and "ETHUSDT" in proc.stdout and "TOTAL" in proc.stdout
+    report = json.loads(report_path.read_text())
+    assert report["run"]["candles"] == 1488
+    assert {line["name"] for line in report["symbols"]} == {"BTCUSDT", "ETHUSDT"}
+    net = sum(float(line["net_pnl"]) for line in report["symbols"])
+    assert abs(float(report["final_equity"]) - 10000 - net) < 1e-6
+    assert report["fills"] >= 2 * report["total"]["trades"]
+
+
+def test_bad_setting_is_named(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "meridian_cli.main", "run"], capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "MERIDIAN_RISK_ORDER_NOTIONAL": "lots"}, timeout=120,
+        check=False)
+    assert proc.returncode == 2
+    assert "MERIDIAN_RISK_ORDER_NOTIONAL" in proc.stderr
+
+
+def test_config_reference_lists_every_variable(tmp_path: Path) -> None:
+    proc = _meridian("config", cwd=tmp_path)
+    assert proc.returncode == 0
+    for klass in SETTINGS_CLASSES:
+        prefix = klass.model_config["env_prefix"].upper()
+        for name in klass.model_fields:
+            assert f"`{prefix}{name.upper()}`" in proc.stdout

@@ -1,0 +1,82 @@
+"""Real Kafka and real PostgreSQL for the integration tests, started by scripts/localinfra.py.
+
+Both are started once per session on free loopback ports and stopped afterwards. Set
+MERIDIAN_TEST_KAFKA_BOOTSTRAP / MERIDIAN_TEST_PG_PORT to reuse servers you started yourself
+(`python scripts/localinfra.py up`), which makes re-running one test fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _localinfra():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("localinfra", REPO / "scripts" / "localinfra.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["localinfra"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+localinfra = _localinfra()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("MERIDIAN_TEST_KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    handle = localinfra.start_kafka(tmp_path_factory.mktemp("infra-kafka"))
+    try:
+        yield handle.bootstrap
+    finally:
+        localinfra.stop_kafka(handle)
+
+
+@pytest.fixture(scope="session")
+def pg_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    given = os.environ.get("MERIDIAN_TEST_PG_PORT")
+    if given:
+        yield int(given)
+        return
+    handle = localinfra.start_postgres(tmp_path_factory.mktemp("infra-pg"))
+    try:
+        yield handle.port
+    finally:
+        localinfra.stop_postgres(handle)
+
+
+@pytest.fixture
+def new_database(pg_port: int) -> Iterator[Callable[[str], str]]:
+    """Factory: a fresh database per call; returns its URL. Dropped after the test."""
+    admin = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
+    created: list[str] = []
+
+    def make(label: str) -> str:
+        name = f"t_{label}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"create database {name}")
+        created.append(name)
+        return f"postgresql://postgres@127.0.0.1:{pg_port}/{name}"
+
+    yield make
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in created:
+            conn.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"it{uuid.uuid4().hex[:8]}."
