@@ -7,29 +7,16 @@ MERIDIAN_TEST_KAFKA_BOOTSTRAP / MERIDIAN_TEST_PG_PORT to reuse servers you start
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from meridian_cli.scripts import load_script
 
-
-def _localinfra():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("localinfra", REPO / "scripts" / "localinfra.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["localinfra"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-localinfra = _localinfra()
+localinfra = load_script("localinfra")
 
 
 @pytest.fixture(scope="session")

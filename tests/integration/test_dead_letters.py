@@ -11,11 +11,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from meridian.v1 import features_pb2
+from meridian_cli.kafka_run import KafkaPipeline
 from meridian_common import codec, topics
 from meridian_common.bus.kafka import KafkaBus
 from meridian_common.host import all_topic_configs
 from meridian_common.marketdata import RawCandle, make_candle
-from meridian_cli.kafka_run import KafkaPipeline
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,8 @@ def test_embedded_run_prints_summary_and_writes_report(tmp_path: Path) -> None:
     assert "replay: 1,488/1,488 candles (100%)" in proc.stderr
     for column in ("trades", "win rate", "net PnL", "max DD", "Sharpe"):
         assert column in proc.stdout
-    assert "BTCUSDT" in proc.stdout and "ETHUSDT" in proc.stdout and "TOTAL" in proc.stdout
+    for name in ("BTCUSDT", "ETHUSDT", "TOTAL"):
+        assert name in proc.stdout
     report = json.loads(report_path.read_text())
     assert report["run"]["candles"] == 1488
     assert {line["name"] for line in report["symbols"]} == {"BTCUSDT", "ETHUSDT"}
@@ -50,3 +51,11 @@ def test_config_reference_lists_every_variable(tmp_path: Path) -> None:
         prefix = klass.model_config["env_prefix"].upper()
         for name in klass.model_fields:
             assert f"`{prefix}{name.upper()}`" in proc.stdout
+
+
+def test_readme_documents_every_variable() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    for klass in SETTINGS_CLASSES:
+        prefix = klass.model_config["env_prefix"].upper()
+        for name in klass.model_fields:
+            assert f"`{prefix}{name.upper()}`" in readme, f"{prefix}{name.upper()} missing"

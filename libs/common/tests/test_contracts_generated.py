@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+from meridian_cli.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / "libs" / "common" / "src" / "meridian" / "v1"
 
 
-def _generator():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("gen_proto", REPO / "scripts" / "gen_proto.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gen_proto"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
-    generated = _generator().generate(tmp_path)
+    generated = load_script("gen_proto").generate(tmp_path)
     fresh = {p.name: p.read_bytes() for p in generated}
     committed = {p.name: p.read_bytes() for p in COMMITTED.glob("*_pb2.py*")}
     assert sorted(fresh) == sorted(committed), "a .proto was added or removed: run `make proto`"
@@ -32,5 +23,5 @@ def test_every_proto_defines_a_topic_message_or_shared_types() -> None:
     from meridian_common import topics
 
     protos = {p.stem for p in (REPO / "proto" / "meridian" / "v1").glob("*.proto")}
-    files = {spec.message.DESCRIPTOR.file.name.split("/")[-1][:-6] for spec in topics.TOPICS.values()}
+    files = {Path(spec.message.DESCRIPTOR.file.name).stem for spec in topics.TOPICS.values()}
     assert protos - files == {"common"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import sys
 import tempfile
 import time
@@ -23,23 +22,13 @@ import psycopg
 from meridian_cli import embedded_db, report
 from meridian_cli.kafka_run import KafkaPipeline
 from meridian_cli.pipeline import run_inprocess
+from meridian_cli.scripts import REPO, load_script
 from meridian_cli.settings import PipelineSettings
-
-REPO = Path(__file__).resolve().parents[4]
 
 
 def _fingerprint(url: str, capital: Any) -> tuple[int, int, str]:
     r = report.build(url, "paper", capital)
     return r["fills"], r["total"]["trades"], r["final_equity"]
-
-
-def _localinfra():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("localinfra", REPO / "scripts" / "localinfra.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["localinfra"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _wait_started(log_dir: Path, services: tuple[str, ...], pipeline: KafkaPipeline) -> None:
@@ -55,7 +44,7 @@ def _wait_started(log_dir: Path, services: tuple[str, ...], pipeline: KafkaPipel
 
 
 def _kafka(env: dict[str, str], candles: int, capital: Any) -> tuple[float, tuple[int, int, str]]:
-    infra = _localinfra()
+    infra = load_script("localinfra")
     state = Path(tempfile.mkdtemp(prefix="meridian-bench-"))
     kafka = infra.start_kafka(state)
     pg = infra.start_postgres(state)

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import orjson
 
-from meridian_common import config, logs
-from meridian_ingest.sources import csv_rows
-
 from meridian_cli import embedded_db, report
 from meridian_cli.pipeline import run_inprocess
 from meridian_cli.progress import ProgressLine
+from meridian_cli.scripts import REPO
 from meridian_cli.settings import SETTINGS_CLASSES, PipelineSettings
-
-REPO = Path(__file__).resolve().parents[4]
+from meridian_common import config, logs
+from meridian_ingest.sources import csv_rows
 
 
 def count_candles(settings: PipelineSettings) -> int:
@@ -89,7 +87,8 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="embedded replay with a report")
-    run.add_argument("--symbols", help="comma-separated (default: MERIDIAN_INGEST_SYMBOLS or all four)")
+    run.add_argument("--symbols",
+                     help="comma-separated (default: MERIDIAN_INGEST_SYMBOLS, else all four)")
     run.add_argument("--start", help="first candle, UTC ISO date (default: whole span)")
     run.add_argument("--end", help="end (exclusive), UTC ISO date")
     run.add_argument("--report", default=str(REPO / "reports" / "embedded-run.json"))

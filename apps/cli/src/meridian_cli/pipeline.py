@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from meridian_cli.settings import PipelineSettings
 from meridian_common import db
 from meridian_common.bus.inprocess import InProcessBus
 from meridian_common.handler import Handler
@@ -23,8 +24,6 @@ from meridian_ledger.handler import LedgerHandler
 from meridian_ledger.store import SqlLedgerStore
 from meridian_risk.handler import RiskHandler
 from meridian_signals.handler import SignalsHandler
-
-from meridian_cli.settings import PipelineSettings
 
 MAX_LAG = 20_000
 
@@ -42,7 +41,8 @@ class RunStats:
         return self.candles / self.seconds if self.seconds > 0 else 0.0
 
 
-def build_handlers(settings: PipelineSettings, ledger_store: SqlLedgerStore | None) -> list[Handler]:
+def build_handlers(settings: PipelineSettings,
+                   ledger_store: SqlLedgerStore | None) -> list[Handler]:
     return [
         FeaturesHandler(settings.features),
         SignalsHandler(settings.signals),

@@ -1,4 +1,4 @@
-"""Progress on stderr for long runs: a live line on a terminal, a line every few seconds otherwise."""
+"""Progress on stderr for long runs: a live line on a terminal, else a line every few seconds."""
 
 from __future__ import annotations
 

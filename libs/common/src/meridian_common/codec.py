@@ -77,7 +77,7 @@ def decode(topic: str, value: bytes | None, mtype: bytes | None) -> Message:
 
 
 def validate(message: Message) -> None:
-    """Check the fields every consumer relies on; raise MalformedMessage naming the first bad one."""
+    """Check the fields consumers rely on; raise MalformedMessage naming the first bad one."""
     name = type_name(message)
     if message.DESCRIPTOR.full_name == "meridian.v1.Watermark":
         if not message.key:  # type: ignore[attr-defined]

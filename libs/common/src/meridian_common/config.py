@@ -99,7 +99,8 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
     if unknown:
         fields = ", ".join(sorted(cls.model_config.get("env_prefix", "").upper() + f.upper()
                                   for f in cls.model_fields))
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; {cls.__name__} reads: {fields}")
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)}; {cls.__name__} reads: {fields}")
     prefix = cls.model_config.get("env_prefix", "").upper()
     values = {k[len(prefix):].lower(): v for k, v in env.items() if k.upper().startswith(prefix)
               and k[len(prefix):].lower() in cls.model_fields}

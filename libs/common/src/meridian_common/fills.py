@@ -7,7 +7,7 @@ next open, never the signal candle's close, keeps look-ahead out of every simula
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from meridian.v1 import common_pb2, fill_pb2
@@ -24,7 +24,7 @@ class SimulatedFill:
 
 @dataclass(frozen=True, slots=True)
 class PaperFillModel:
-    fees: FeeSchedule = FeeSchedule()
+    fees: FeeSchedule = field(default_factory=FeeSchedule)
     slippage_bps: Decimal = Decimal(0)
 
     def __post_init__(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import logging
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from meridian.v1 import candle_pb2, common_pb2, fill_pb2, order_approved_pb2, order_event_pb2
 from meridian_common import ids, topics

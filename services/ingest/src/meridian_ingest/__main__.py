@@ -19,13 +19,14 @@ from meridian_ingest.settings import IngestSettings
 log = logging.getLogger("meridian_ingest")
 
 
-def candle_stream(common: config.CommonSettings, settings: IngestSettings):  # noqa: ANN201
-    def rows(symbol: str):  # noqa: ANN202
+def candle_stream(common: config.CommonSettings, settings: IngestSettings):
+    def rows(symbol: str):
         if settings.source == "csv":
             return sources.csv_rows(settings.data_dir, symbol, settings.timeframe,
                                     settings.start_ms, settings.end_ms)
         if common.database_url is None:
-            raise config.ConfigError("MERIDIAN_DATABASE_URL is required with MERIDIAN_INGEST_SOURCE=db")
+            raise config.ConfigError(
+                "MERIDIAN_DATABASE_URL is required with MERIDIAN_INGEST_SOURCE=db")
         return store.db_rows(common.database_url.get_secret_value(), common.exchange, symbol,
                              settings.timeframe, settings.start_ms, settings.end_ms)
 
@@ -35,7 +36,8 @@ def candle_stream(common: config.CommonSettings, settings: IngestSettings):  # n
 
 def _progress(sent: int, total: int | None, seconds: float) -> None:
     if sent % 10_000 < 1000:
-        log.info("replay progress", extra={"candles": sent, "per_s": round(sent / max(seconds, 1e-9))})
+        rate = round(sent / max(seconds, 1e-9))
+        log.info("replay progress", extra={"candles": sent, "per_s": rate})
 
 
 async def run(common: config.CommonSettings, settings: IngestSettings) -> int:
@@ -63,7 +65,8 @@ def main() -> None:
     logs.setup("ingest", common.log_level)
     if sys.argv[1:2] == ["load-csv"]:
         if common.database_url is None:
-            print("meridian-ingest: MERIDIAN_DATABASE_URL is required for load-csv", file=sys.stderr)
+            print("meridian-ingest: MERIDIAN_DATABASE_URL is required for load-csv",
+                  file=sys.stderr)
             raise SystemExit(2)
         from meridian_common import db
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from meridian.v1 import common_pb2, risk_decision_pb2
+from meridian.v1 import common_pb2
+from meridian.v1.risk_decision_pb2 import RuleResult
 from meridian_common.money import MONEY_CONTEXT, ZERO, to_str
 from meridian_common.sizing import quantity_for_notional
 from meridian_risk.settings import RiskSettings
@@ -44,19 +45,18 @@ def propose(direction: int, current: Decimal, price: Decimal, settings: RiskSett
 
 
 def evaluate(proposal: Proposal, price: Decimal, kill_switch: bool,
-             settings: RiskSettings) -> list[risk_decision_pb2.RuleResult]:
+             settings: RiskSettings) -> list[RuleResult]:
     value = MONEY_CONTEXT.multiply(proposal.quantity, price)
     position_value = MONEY_CONTEXT.multiply(abs(proposal.target), price)
-    Rule = risk_decision_pb2.RuleResult
     return [
-        Rule(rule="order.nonzero", passed=proposal.quantity > 0,
+        RuleResult(rule="order.nonzero", passed=proposal.quantity > 0,
              detail="order changes the position" if proposal.quantity > 0
              else "position already at target"),
-        Rule(rule="order.min_notional", passed=value >= settings.min_order_notional,
+        RuleResult(rule="order.min_notional", passed=value >= settings.min_order_notional,
              detail=f"{to_str(value)} vs min {to_str(settings.min_order_notional)}"),
-        Rule(rule="position.max_notional",
+        RuleResult(rule="position.max_notional",
              passed=proposal.reduce_only or position_value <= settings.max_position_notional,
              detail=f"{to_str(position_value)} vs max {to_str(settings.max_position_notional)}"),
-        Rule(rule="system.kill_switch", passed=not kill_switch or proposal.reduce_only,
+        RuleResult(rule="system.kill_switch", passed=not kill_switch or proposal.reduce_only,
              detail="engaged: only reduce-only orders pass" if kill_switch else "clear"),
     ]

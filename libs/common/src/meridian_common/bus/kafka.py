@@ -8,6 +8,7 @@ commits explicitly once the handler's effects are durable, so a crash replays in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -38,10 +39,8 @@ class KafkaBus(Bus):
                          topic_configs={"cleanup.policy": "compact"} if t.compacted else {})
                 for t in wanted
             ]
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a peer created it first
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another service created it first: fine
             log.info("created topics", extra={"topics": [t.name for t in wanted]})
         finally:
             await admin.close()

@@ -19,7 +19,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def _with_driver(url: str, driver: str) -> str:
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
-        raise ValueError(f"database URL must be PostgreSQL, got backend {parsed.get_backend_name()!r}")
+        raise ValueError(
+            f"database URL must be PostgreSQL, got backend {parsed.get_backend_name()!r}")
     return parsed.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
 
 

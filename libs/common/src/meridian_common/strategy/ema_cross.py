@@ -54,6 +54,7 @@ class EmaCross:
                 return None
             return Vote(common_pb2.DIRECTION_LONG, strength,
                         f"ema fast {fast:.6g} crossed above slow {slow:.6g}; rsi {rsi:.1f}")
-        direction = common_pb2.DIRECTION_SHORT if self.params.allow_short else common_pb2.DIRECTION_FLAT
+        direction = (common_pb2.DIRECTION_SHORT if self.params.allow_short
+                     else common_pb2.DIRECTION_FLAT)
         return Vote(direction, strength,
                     f"ema fast {fast:.6g} crossed below slow {slow:.6g}; rsi {rsi:.1f}")

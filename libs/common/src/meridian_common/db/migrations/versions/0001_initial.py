@@ -34,7 +34,7 @@ def upgrade() -> None:
     op.execute("create extension if not exists timescaledb")
     for table, column in HYPERTABLES:
         op.execute(
-            f"select create_hypertable('{table}', '{column}', migrate_data => true, "  # noqa: S608
+            f"select create_hypertable('{table}', '{column}', migrate_data => true, "
             "if_not_exists => true)"
         )
 
