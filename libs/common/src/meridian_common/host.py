@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from meridian_common import codec, topics
 from meridian_common.bus.base import Bus, Producer, Record, TopicConfig
+from meridian_common.clock import EventClock
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.metrics import NullSensor, Sensor
 
@@ -61,6 +62,9 @@ class ServiceHost:
         self.sensor = sensor or NullSensor()
         self.group = group or f"{prefix}meridian-{handler.name}"
         self.handled = 0
+        # How far in event time this service has got: deterministic in a replay, and the basis
+        # of the event-time lag metric live.
+        self.clock = EventClock()
         self.dead_letters = 0
         self._logical = {prefix + t: t for t in handler.inputs}
         # Set once subscribed and the handler's state is loaded.
@@ -115,12 +119,15 @@ class ServiceHost:
                     raise codec.MalformedMessage("record has no key")
                 message = codec.decode(topic, record.value, record.header(codec.TYPE_HEADER))
                 key = record.key.decode()
-                handle(Inbound(topic, key, message, (record.topic, record.partition,
-                                                     record.offset)), out)
+                inbound = Inbound(topic, key, message,
+                                  (record.topic, record.partition, record.offset))
+                self.clock.advance(inbound.event_time_ms)
+                handle(inbound, out)
             except (codec.MalformedMessage, InvalidMessage, UnicodeDecodeError) as exc:
                 dead.append((record, str(exc)))
         for topic, n in counts.items():
             self.sensor.consumed(topic, n)
+        self.sensor.event_time(self.clock.now_ms())
         self.handled += len(records) - len(dead)
         return dead
 

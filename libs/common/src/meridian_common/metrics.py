@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
 class Sensor(Protocol):
@@ -16,6 +16,7 @@ class Sensor(Protocol):
     def produced(self, topic: str, n: int) -> None: ...
     def dead_lettered(self, topic: str) -> None: ...
     def batch_seconds(self, seconds: float) -> None: ...
+    def event_time(self, event_time_ms: int) -> None: ...
 
 
 class NullSensor:
@@ -29,6 +30,9 @@ class NullSensor:
         pass
 
     def batch_seconds(self, seconds: float) -> None:
+        pass
+
+    def event_time(self, event_time_ms: int) -> None:
         pass
 
 
@@ -50,6 +54,10 @@ class PrometheusSensor:
                                 "Time to handle one polled batch, effects made durable.",
                                 ["service"], registry=self.registry,
                                 buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+        self._event_time = Gauge("meridian_event_time_seconds",
+                                 "Event time the service has handled up to (unix seconds); "
+                                 "time() minus this is the event-time lag.",
+                                 ["service"], registry=self.registry)
 
     def consumed(self, topic: str, n: int) -> None:
         self._in.labels(self.service, topic).inc(n)
@@ -62,6 +70,9 @@ class PrometheusSensor:
 
     def batch_seconds(self, seconds: float) -> None:
         self._batch.labels(self.service).observe(seconds)
+
+    def event_time(self, event_time_ms: int) -> None:
+        self._event_time.labels(self.service).set(event_time_ms / 1000)
 
 
 def serve(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> None:  # noqa: S104
