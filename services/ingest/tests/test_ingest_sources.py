@@ -1,0 +1,142 @@
+"""Ingest: merged multi-symbol replay order, each candle keeps its symbol, settings parsing."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+import pytest
+
+from meridian.v1 import candle_pb2
+from meridian_common import codec, config, topics
+from meridian_common.bus import partition_for
+from meridian_common.bus.inprocess import InProcessBus
+from meridian_common.host import all_topic_configs
+from meridian_common.marketdata import RawCandle
+from meridian_ingest import sources
+from meridian_ingest.replay import replay
+from meridian_ingest.settings import DEFAULT_SYMBOLS, IngestSettings, parse_time_ms
+
+HOUR = 3_600_000
+T0 = 1_600_000_000_000 - (1_600_000_000_000 % HOUR)
+
+
+def raw(i: int, price: str) -> RawCandle:
+    return RawCandle(T0 + i * HOUR, price, price, price, price, "1")
+
+
+def test_merged_orders_by_open_time_then_symbol_and_keeps_symbols() -> None:
+    per_symbol = {
+        # prices encode the symbol, so a candle carrying the wrong symbol is visible
+        "XRPUSDT": iter([raw(0, "0.3"), raw(1, "0.31"), raw(4, "0.34")]),
+        "BTCUSDT": iter([raw(1, "30001"), raw(2, "30002"), raw(3, "30003")]),
+        "ETHUSDT": iter([raw(0, "2000"), raw(2, "2002"), raw(3, "2003"), raw(5, "2005")]),
+    }
+    out = list(sources.merged("binance", "1h", per_symbol))
+    assert [(c.open_time_ms - T0) // HOUR for c in out] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 5]
+    assert [c.symbol for c in out] == [
+        "ETHUSDT", "XRPUSDT", "BTCUSDT", "XRPUSDT", "BTCUSDT", "ETHUSDT", "BTCUSDT", "ETHUSDT",
+        "XRPUSDT", "ETHUSDT"]
+    expected_close = {"XRPUSDT": "0.3", "BTCUSDT": "3000", "ETHUSDT": "200"}
+    for c in out:
+        assert c.close.startswith(expected_close[c.symbol]), (c.symbol, c.close)
+        assert c.meta.id == f"binance:{c.symbol}:1h:{c.open_time_ms}:r0"
+        assert c.exchange == "binance"
+        assert c.meta.producer == "ingest"
+        assert c.close_time_ms == c.meta.event_time_ms == c.open_time_ms + HOUR
+        codec.validate(c)
+
+
+def test_merged_real_files_each_candle_matches_its_own_file() -> None:
+    start = int(datetime(2021, 4, 25, tzinfo=UTC).timestamp() * 1000)  # spans an outage gap
+    end = start + 72 * HOUR
+    symbols = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "LTCUSDT")
+    per_symbol = {s: sources.csv_rows(None, s, "1h", start, end) for s in symbols}
+    out = list(sources.merged("binance", "1h", per_symbol))
+    expected = {
+        (s, r.open_time_ms): r for s in symbols
+        for r in sources.csv_rows(None, s, "1h", start, end)
+    }
+    assert len(out) == len(expected)
+    keys = [(c.open_time_ms, c.symbol) for c in out]
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
+    for c in out:
+        r = expected[(c.symbol, c.open_time_ms)]
+        assert (c.open, c.high, c.low, c.close, c.volume) == (r.open, r.high, r.low, r.close,
+                                                              r.volume)
+    assert {c.symbol for c in out} == set(symbols)
+
+
+def test_merged_is_lazy() -> None:
+    def forever(price: str):
+        for i in itertools.count():
+            yield raw(i, price)
+
+    stream = sources.merged("binance", "1h", {"A": forever("1"), "B": forever("2")})
+    first = list(itertools.islice(stream, 6))
+    assert [(c.symbol, c.close) for c in first] == [("A", "1"), ("B", "2")] * 3
+
+
+async def test_replay_publishes_keyed_candles() -> None:
+    bus = InProcessBus(3)
+    await bus.ensure_topics(all_topic_configs("x.", 3))
+    candles = list(sources.merged("binance", "1h", {
+        "BTCUSDT": iter([raw(i, "1") for i in range(5)]),
+        "ETHUSDT": iter([raw(i, "2") for i in range(5)])}))
+    sent = await replay(iter(candles), bus.producer(), "x.")
+    assert sent == 10
+    records = bus.read("x." + topics.CANDLE)
+    assert len(records) == 10
+    for r in records:
+        c = codec.decode(topics.CANDLE, r.value, r.header(codec.TYPE_HEADER))
+        assert isinstance(c, candle_pb2.Candle)
+        assert r.key == f"binance:{c.symbol}".encode()
+        assert r.partition == partition_for(r.key, 3)  # type: ignore[arg-type]
+    by_symbol: dict[str, list[int]] = {}
+    for r in records:
+        c = codec.decode(topics.CANDLE, r.value, None)
+        by_symbol.setdefault(c.symbol, []).append(c.open_time_ms)  # type: ignore[attr-defined]
+    assert all(v == sorted(v) and len(v) == 5 for v in by_symbol.values())
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def test_symbols_comma_separated() -> None:
+    env = {"MERIDIAN_INGEST_SYMBOLS": " BTCUSDT, ETHUSDT,,XRPUSDT "}
+    s = config.load(IngestSettings, environ=env)
+    assert s.symbols == ("BTCUSDT", "ETHUSDT", "XRPUSDT")
+    assert config.load(IngestSettings, environ={}).symbols == DEFAULT_SYMBOLS
+    assert config.load(IngestSettings, environ={"MERIDIAN_INGEST_SYMBOLS": "LTCUSDT"}).symbols \
+        == ("LTCUSDT",)
+
+
+@pytest.mark.parametrize("value", ["", " , ,"])
+def test_empty_symbols_rejected(value: str) -> None:
+    with pytest.raises(config.ConfigError, match="MERIDIAN_INGEST_SYMBOLS"):
+        config.load(IngestSettings, environ={"MERIDIAN_INGEST_SYMBOLS": value})
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2021-13-01", "01/02/2021"])
+def test_bad_start_names_the_variable(value: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.load(IngestSettings, environ={"MERIDIAN_INGEST_START": value})
+    assert "MERIDIAN_INGEST_START" in str(info.value)
+    assert value in str(info.value)
+
+
+def test_start_and_end_in_utc_ms() -> None:
+    s = config.load(IngestSettings, environ={"MERIDIAN_INGEST_START": "2021-01-01",
+                                             "MERIDIAN_INGEST_END": "2021-01-01T12:00:00Z"})
+    assert s.start_ms == 1_609_459_200_000
+    assert s.end_ms == 1_609_459_200_000 + 12 * HOUR
+    assert parse_time_ms("2021-01-01T02:00:00+02:00") == 1_609_459_200_000
+    assert config.load(IngestSettings, environ={}).start_ms is None
+
+
+def test_bad_timeframe_and_typo() -> None:
+    with pytest.raises(config.ConfigError, match="MERIDIAN_INGEST_TIMEFRAME"):
+        config.load(IngestSettings, environ={"MERIDIAN_INGEST_TIMEFRAME": "1hour"})
+    with pytest.raises(config.ConfigError, match="MERIDIAN_INGEST_SYMBOL"):
+        config.load(IngestSettings, environ={"MERIDIAN_INGEST_SYMBOL": "BTCUSDT"})
