@@ -57,6 +57,8 @@ class PositionBook:
         """Book one fill; return the trades it closed (at most one, or one and a new opening)."""
         if quantity <= 0:
             raise ValueError(f"fill quantity must be positive, got {quantity}")
+        if side not in (common_pb2.SIDE_BUY, common_pb2.SIDE_SELL):
+            raise ValueError(f"fill side must be BUY or SELL, got {side}")
         signed = quantity if side == common_pb2.SIDE_BUY else -quantity
         self.fees_paid += fee
         closed: list[ClosedTrade] = []

@@ -6,7 +6,7 @@ malformed string is an error, never a silently rounded number) and quantize with
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -48,8 +48,8 @@ def quantize_down(value: Decimal, step: Decimal) -> Decimal:
     """Round towards zero to a multiple of step (lot sizes: never order more than was sized)."""
     if step <= 0:
         raise ValueError(f"step must be positive, got {step}")
-    with localcontext(MONEY_CONTEXT):
-        return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
+    # divide_int truncates the exact quotient: no intermediate rounding that could round up.
+    return MONEY_CONTEXT.multiply(MONEY_CONTEXT.divide_int(value, step), step)
 
 
 def cash(value: Decimal) -> Decimal:

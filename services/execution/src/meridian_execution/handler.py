@@ -54,10 +54,11 @@ class ExecutionHandler(Handler):
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
         book = self._book(msg.key)
-        if msg.topic == topics.CANDLE:
+        if msg.is_watermark:
+            if msg.topic == topics.ORDER_APPROVED:  # candles are dense: no watermarks needed
+                book.order_wm = max(book.order_wm, msg.event_time_ms)
+        elif msg.topic == topics.CANDLE:
             self._candle(msg.key, book, msg.message, out)  # type: ignore[arg-type]
-        elif msg.is_watermark:
-            book.order_wm = max(book.order_wm, msg.event_time_ms)
         else:
             self._order(msg.key, book, msg.message, out)  # type: ignore[arg-type]
         self._advance(msg.key, book, out)

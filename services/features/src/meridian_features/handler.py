@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from meridian.v1 import candle_pb2, common_pb2, features_pb2
 from meridian_common import topics
-from meridian_common.handler import Handler, Inbound, Outbox
+from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.indicators import Ema, Rsi
 from meridian_common.marketdata import timeframe_ms
 from meridian_features.settings import FeaturesSettings
@@ -52,6 +52,10 @@ class FeaturesHandler(Handler):
         candle: candle_pb2.Candle = msg.message  # type: ignore[assignment]
         if msg.is_watermark:
             return
+        try:
+            step = timeframe_ms(candle.timeframe)
+        except ValueError as exc:
+            raise InvalidMessage(f"candle {candle.meta.id}: {exc}") from None
         st = self.state.get(msg.key)
         if st is None:
             st = self.state[msg.key] = self._new_state()
@@ -59,7 +63,7 @@ class FeaturesHandler(Handler):
             self.skipped += 1
             return
         if st.last_open_ms >= 0:
-            expected = st.last_open_ms + timeframe_ms(candle.timeframe)
+            expected = st.last_open_ms + step
             if candle.open_time_ms != expected:
                 st.gaps += 1
                 log.info("candle gap: indicators carried across",

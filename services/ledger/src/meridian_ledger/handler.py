@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from meridian.v1 import candle_pb2, common_pb2, fill_pb2, portfolio_pb2
 from meridian_common import topics
 from meridian_common.accounting import ClosedTrade, PositionBook
-from meridian_common.handler import Handler, Inbound, Outbox, Position
+from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox, Position
 from meridian_common.money import dec, to_str
 from meridian_ledger.settings import LedgerSettings
 from meridian_ledger.store import Batch, SqlLedgerStore
@@ -27,6 +27,16 @@ log = logging.getLogger(__name__)
 
 def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _check_fill(fill: fill_pb2.Fill) -> None:
+    """Reject a fill that cannot be booked now, so it goes to the DLQ instead of failing later."""
+    if fill.side not in (common_pb2.SIDE_BUY, common_pb2.SIDE_SELL):
+        raise InvalidMessage(f"fill {fill.fill_id}: side {fill.side} is neither BUY nor SELL")
+    if dec(fill.quantity, "Fill.quantity") <= 0:
+        raise InvalidMessage(f"fill {fill.fill_id}: quantity {fill.quantity} is not positive")
+    if dec(fill.price, "Fill.price") <= 0:
+        raise InvalidMessage(f"fill {fill.fill_id}: price {fill.price} is not positive")
 
 
 @dataclass(slots=True)
@@ -75,16 +85,18 @@ class LedgerHandler(Handler):
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
         st = self._symbol(msg.key)
-        if msg.topic == topics.CANDLE:
+        if msg.is_watermark:
+            if msg.topic == topics.FILL:  # candles are dense: their watermarks add nothing
+                st.fill_wm = max(st.fill_wm, msg.event_time_ms)
+        elif msg.topic == topics.CANDLE:
             candle: candle_pb2.Candle = msg.message  # type: ignore[assignment]
             if candle.open_time_ms > st.last_marked_open and (
                 not st.candles or candle.open_time_ms > st.candles[-1][0].open_time_ms
             ):
                 st.candles.append((candle, msg.position))
-        elif msg.is_watermark:
-            st.fill_wm = max(st.fill_wm, msg.event_time_ms)
         else:
             fill: fill_pb2.Fill = msg.message  # type: ignore[assignment]
+            _check_fill(fill)
             if fill.fill_id not in self.seen_fills:
                 self.seen_fills.add(fill.fill_id)
                 st.fills.append((fill, msg.position))

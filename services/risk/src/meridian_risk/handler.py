@@ -33,7 +33,8 @@ class RiskHandler(Handler):
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
         if msg.topic == topics.CONTROL:
-            self._control(msg.message)  # type: ignore[arg-type]
+            if not msg.is_watermark:
+                self._control(msg.message)  # type: ignore[arg-type]
         elif msg.is_watermark:
             out.watermark(topics.ORDER_APPROVED, msg.key, msg.event_time_ms)
         else:
@@ -50,7 +51,7 @@ class RiskHandler(Handler):
         price = dec(signal.reference_price, "Signal.reference_price")
         current = self.positions.get(key, ZERO)
         proposal = propose(signal.direction, current, price, self.settings)
-        rules = evaluate(proposal, price, self.kill_switch, self.settings)
+        rules = evaluate(signal.direction, proposal, price, self.kill_switch, self.settings)
         approved = all(r.passed for r in rules)
         t = signal.meta.event_time_ms
         decision = risk_decision_pb2.RiskDecision(

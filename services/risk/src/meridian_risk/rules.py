@@ -26,8 +26,14 @@ class Proposal:
     reduce_only: bool
 
 
+KNOWN_DIRECTIONS = (common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT,
+                    common_pb2.DIRECTION_FLAT)
+
+
 def target_position(direction: int, current: Decimal, price: Decimal,
                     settings: RiskSettings) -> Decimal:
+    if direction not in KNOWN_DIRECTIONS:
+        return current  # no trade; evaluate() reports the rule that failed
     if direction == common_pb2.DIRECTION_FLAT:
         return ZERO
     size = quantity_for_notional(settings.order_notional, price, settings.quantity_step)
@@ -44,11 +50,14 @@ def propose(direction: int, current: Decimal, price: Decimal, settings: RiskSett
     return Proposal(side, abs(delta), target, reduce_only)
 
 
-def evaluate(proposal: Proposal, price: Decimal, kill_switch: bool,
+def evaluate(direction: int, proposal: Proposal, price: Decimal, kill_switch: bool,
              settings: RiskSettings) -> list[RuleResult]:
     value = MONEY_CONTEXT.multiply(proposal.quantity, price)
     position_value = MONEY_CONTEXT.multiply(abs(proposal.target), price)
+    known = direction in KNOWN_DIRECTIONS
     return [
+        RuleResult(rule="signal.direction", passed=known,
+                   detail="long, short or flat" if known else f"unknown direction {direction}"),
         RuleResult(rule="order.nonzero", passed=proposal.quantity > 0,
              detail="order changes the position" if proposal.quantity > 0
              else "position already at target"),

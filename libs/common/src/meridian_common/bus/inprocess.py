@@ -45,6 +45,9 @@ class InProcessBus(Bus):
         self._logs: dict[str, list[_Log]] = {}
         self._committed: dict[tuple[str, str, int], int] = {}
         self._subscribers: dict[str, list[InProcessConsumer]] = {}
+        # Every group that ever read a topic, live or stopped: a stopped group will resume from
+        # its committed offset, so nothing it has not committed may be trimmed.
+        self._groups: dict[str, set[str]] = {}
 
     async def ensure_topics(self, topics: Iterable[TopicConfig]) -> None:
         for t in topics:
@@ -64,6 +67,7 @@ class InProcessBus(Bus):
         for t in topics:
             self._topic(t)
             self._subscribers.setdefault(t, []).append(consumer)
+            self._groups.setdefault(t, set()).add(group)
         return consumer
 
     def append(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
@@ -84,7 +88,7 @@ class InProcessBus(Bus):
 
     def _maybe_trim(self, topic: str, partition: int) -> None:
         log = self._logs[topic][partition]
-        groups = {c.group for c in self._subscribers.get(topic, ())}
+        groups = self._groups.get(topic, ())
         if not groups:
             return
         low = min(self.committed(g, topic, partition) for g in groups)

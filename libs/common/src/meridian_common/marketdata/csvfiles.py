@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,7 @@ _HEADER = ["timestamp", "open", "high", "low", "close", "volume"]
 
 
 def default_data_dir() -> Path:
-    """MERIDIAN_DATA_DIR, else the repository's sibling shared/data directory."""
-    env = os.environ.get("MERIDIAN_DATA_DIR")
-    if env:
-        return Path(env)
+    """The repository's sibling shared/data directory (MERIDIAN_INGEST_DATA_DIR overrides it)."""
     here = Path(__file__).resolve()
     for parent in here.parents:
         candidate = parent.parent / "shared" / "data"
