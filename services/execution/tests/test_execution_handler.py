@@ -13,6 +13,7 @@ from meridian_common import codec, ids, topics
 from meridian_common.handler import Inbound, InvalidMessage, Outbox
 from meridian_common.marketdata import RawCandle, make_candle
 from meridian_common.money import cash
+from meridian_common.testing import interleave
 from meridian_execution.handler import ExecutionHandler
 from meridian_execution.settings import ExecutionSettings
 
@@ -215,18 +216,6 @@ def scenario(draw: st.DrawFn) -> tuple[list[object], list[object], list[bool]]:
     picks = draw(st.lists(st.booleans(), min_size=len(cs) + len(orders),
                           max_size=len(cs) + len(orders)))
     return cs, orders, picks
-
-
-def interleave(a: list[object], b: list[object], picks: list[bool]) -> list[object]:
-    out, i, j = [], 0, 0
-    for pick in picks:
-        if (pick and i < len(a)) or j >= len(b):
-            out.append(a[i])
-            i += 1
-        else:
-            out.append(b[j])
-            j += 1
-    return out
 
 
 @settings(max_examples=200, deadline=None)

@@ -14,6 +14,7 @@ from meridian.v1 import candle_pb2, common_pb2, fill_pb2, portfolio_pb2
 from meridian_common import codec, topics
 from meridian_common.handler import Inbound, InvalidMessage, Outbox
 from meridian_common.marketdata import RawCandle, make_candle
+from meridian_common.testing import interleave
 from meridian_ledger.handler import LedgerHandler
 from meridian_ledger.settings import LedgerSettings
 
@@ -224,18 +225,6 @@ def streams(draw: st.DrawFn) -> tuple[list[object], list[object], list[bool]]:
     picks = draw(st.lists(st.booleans(), min_size=len(cs) + len(fs),
                           max_size=len(cs) + len(fs)))
     return cs, fs, picks
-
-
-def interleave(a: list[object], b: list[object], picks: list[bool]) -> list[object]:
-    out, i, j = [], 0, 0
-    for pick in picks:
-        if (pick and i < len(a)) or j >= len(b):
-            out.append(a[i])
-            i += 1
-        else:
-            out.append(b[j])
-            j += 1
-    return out
 
 
 def per_key(updates: list[portfolio_pb2.PositionUpdate]) -> dict[str, list[bytes]]:
