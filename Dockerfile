@@ -29,6 +29,7 @@ WORKDIR /app
 #    or a pyproject.toml changes, not on every source edit.
 COPY pyproject.toml uv.lock ./
 COPY libs/common/pyproject.toml libs/common/pyproject.toml
+COPY libs/fake-exchange/pyproject.toml libs/fake-exchange/pyproject.toml
 COPY services/ingest/pyproject.toml services/ingest/pyproject.toml
 COPY services/features/pyproject.toml services/features/pyproject.toml
 COPY services/signals/pyproject.toml services/signals/pyproject.toml

@@ -5,7 +5,8 @@ every MERIDIAN_* variable a container gets is one its service's settings classes
 one stops the service at start-up) and its value passes their validation; every command runs an
 existing `meridian_<service>` module; every workload has resources, probes and a non-root,
 read-only security context; the Dockerfile copies paths that exist, every workspace member, and
-pins the same uv as the Makefile.
+pins the same uv as the Makefile. Kubernetes checks run on both overlays: dev (the CSV replay
+Job) and live (the live-ingest StatefulSet from components/ingest-live, without the Job).
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ from pydantic_settings import BaseSettings
 
 from meridian_cli.settings import SETTINGS_CLASSES
 from meridian_common import config
+from meridian_ingest.sharding import owned_symbols
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 BASE = K8S / "base"
 DEV = K8S / "overlays" / "dev"
+LIVE = K8S / "overlays" / "live"
+LIVE_COMPONENT = K8S / "components" / "ingest-live"
+OVERLAYS = {"dev": DEV, "live": LIVE}
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 SERVICES = ("ingest", "features", "signals", "risk", "execution", "ledger")
@@ -100,13 +105,49 @@ def load_docs(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
+def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """The part of a strategic merge patch used here: maps merge, lists of named items (containers,
+    env) merge by name, anything else is replaced."""
+    for key, value in patch.items():
+        old = target.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            merge(old, value)
+        elif isinstance(value, list) and isinstance(old, list) and \
+                all(isinstance(item, dict) and "name" in item for item in old + value):
+            named = {item["name"]: item for item in old}
+            for item in value:
+                if item["name"] in named:
+                    merge(named[item["name"]], item)
+                else:
+                    old.append(item)
+        else:
+            target[key] = value
+
+
+def apply_patch(docs: list[dict[str, Any]], patch: dict[str, Any], where: Path) -> None:
+    matches = [d for d in docs if d["kind"] == patch["kind"]
+               and d["metadata"]["name"] == patch["metadata"]["name"]]
+    assert len(matches) == 1, f"{where} matches {len(matches)} objects"
+    if patch.get("$patch") == "delete":
+        docs.remove(matches[0])
+    else:
+        merge(matches[0], patch)
+
+
 def render(kdir: Path) -> list[dict[str, Any]]:
-    """A minimal `kubectl kustomize`: resources (files and bases), namespace and image tags."""
+    """A minimal `kubectl kustomize`: resources (files and bases), components, patches from files
+    (strategic merge, `$patch: delete`), namespace and image tags."""
     kust = load_docs(kdir / "kustomization.yaml")[0]
     docs: list[dict[str, Any]] = []
     for entry in kust.get("resources", []):
         path = (kdir / entry).resolve()
         docs += render(path) if path.is_dir() else load_docs(path)
+    for entry in kust.get("components", []):
+        docs += render((kdir / entry).resolve())
+    for entry in kust.get("patches", []):
+        assert set(entry) == {"path"}, f"{kdir}: only patches from files are understood here"
+        for patch in load_docs(kdir / entry["path"]):
+            apply_patch(docs, patch, kdir / entry["path"])
     for doc in docs:
         if "namespace" in kust and doc["kind"] != "Namespace":
             doc["metadata"]["namespace"] = kust["namespace"]
@@ -179,9 +220,21 @@ def service_of(container: dict[str, Any]) -> str:
     return command[2].removeprefix("meridian_")
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict[str, Any]]:
-    return render(DEV)
+@pytest.fixture(scope="module", params=sorted(OVERLAYS))
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """Each overlay in turn: every check taking this fixture runs on dev and on live."""
+    return render(OVERLAYS[request.param])
+
+
+def overlay_of(docs: list[dict[str, Any]]) -> str:
+    return "live" if by_kind(docs, "StatefulSet") else "dev"
+
+
+def live_ingest(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The live overlay's StatefulSet and its container."""
+    (sts,) = by_kind(docs, "StatefulSet").values()
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    return sts, container
 
 
 def test_every_k8s_yaml_parses() -> None:
@@ -190,8 +243,23 @@ def test_every_k8s_yaml_parses() -> None:
     for path in files:
         for doc in load_docs(path):
             assert {"apiVersion", "kind"} <= doc.keys(), path
-            if doc["kind"] != "Kustomization":
+            if doc["kind"] not in ("Kustomization", "Component"):
                 assert doc["metadata"]["name"], path
+
+
+def test_every_kustomization_file_is_used() -> None:
+    """Nothing in base/, components/ or overlays/ is left out of the rendering by mistake."""
+    for kust_path in K8S.rglob("kustomization.yaml"):
+        kust = load_docs(kust_path)[0]
+        listed = {e for e in kust.get("resources", []) if not (kust_path.parent / e).is_dir()}
+        listed |= {e["path"] for e in kust.get("patches", [])}
+        present = {p.name for p in kust_path.parent.glob("*.yaml")} - {"kustomization.yaml"}
+        assert listed <= present, f"{kust_path}: listed but missing: {listed - present}"
+        assert present - listed <= {"secret-database.template.yaml"}, \
+            f"{kust_path}: not listed: {present - listed}"
+    live = load_docs(LIVE / "kustomization.yaml")[0]
+    assert (LIVE / live["components"][0]).resolve() == LIVE_COMPONENT
+    assert load_docs(LIVE_COMPONENT / "kustomization.yaml")[0]["kind"] == "Component"
 
 
 def test_base_lists_every_manifest_except_the_secret_template() -> None:
@@ -201,11 +269,18 @@ def test_base_lists_every_manifest_except_the_secret_template() -> None:
     assert present - listed == {"secret-database.template.yaml"}
 
 
-def test_one_deployment_per_consumer_and_a_replay_job(rendered: list[dict[str, Any]]) -> None:
-    deployments = {service_of(c) for d, c in containers(rendered) if d["kind"] == "Deployment"}
-    jobs = {service_of(c) for d, c in containers(rendered) if d["kind"] == "Job"}
-    assert deployments == set(CONSUMERS)
-    assert jobs == {"ingest"}
+def test_one_deployment_per_consumer_and_one_ingest(rendered: list[dict[str, Any]]) -> None:
+    """dev: the replay Job; live: the live StatefulSet and no Job (never both on one topic)."""
+    def services(kind: str) -> set[str]:
+        return {service_of(c) for d, c in containers(rendered) if d["kind"] == kind}
+
+    assert services("Deployment") == set(CONSUMERS)
+    if overlay_of(rendered) == "dev":
+        assert services("Job") == {"ingest"}
+        assert services("StatefulSet") == set()
+    else:
+        assert services("Job") == set()
+        assert services("StatefulSet") == {"ingest"}
     assert all(d["metadata"]["namespace"] == "meridian"
                for d in rendered if d["kind"] != "Namespace")
 
@@ -227,7 +302,7 @@ def test_workloads_have_resources_probes_and_security(rendered: list[dict[str, A
         assert annotations["prometheus.io/scrape"] == "true", where
         assert annotations["prometheus.io/port"] == str(METRICS_PORT), where
         assert any(p["containerPort"] == METRICS_PORT for p in container["ports"]), where
-        if doc["kind"] == "Deployment":
+        if doc["kind"] in ("Deployment", "StatefulSet"):
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 get = container[probe]["httpGet"]
                 assert get["path"] == "/metrics", f"{where} {probe}"
@@ -249,6 +324,10 @@ def test_k8s_env_is_known_to_each_service_and_valid(rendered: list[dict[str, Any
         check_env(service_of(container), env, f"{doc['kind']}/{doc['metadata']['name']}")
     ledger = next(c for d, c in containers(rendered) if service_of(c) == "ledger")
     assert "MERIDIAN_DATABASE_URL" in container_env(rendered, ledger)
+    for _doc, container in containers(rendered):
+        env = container_env(rendered, container)
+        if env.get("MERIDIAN_INGEST_MODE") == "live":
+            assert "MERIDIAN_DATABASE_URL" in env
 
 
 def test_configmap_holds_only_common_settings(rendered: list[dict[str, Any]]) -> None:
@@ -272,7 +351,8 @@ def test_each_deployment_has_a_pdb_and_a_metrics_service(rendered: list[dict[str
         assert [p["port"] for p in ports] == [METRICS_PORT], name
 
 
-def test_job_mounts_the_data_where_ingest_reads_it(rendered: list[dict[str, Any]]) -> None:
+def test_job_mounts_the_data_where_ingest_reads_it() -> None:
+    rendered = render(DEV)
     (job,) = by_kind(rendered, "Job").values()
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = container_env(rendered, container)
@@ -283,9 +363,81 @@ def test_job_mounts_the_data_where_ingest_reads_it(rendered: list[dict[str, Any]
     assert claims <= set(by_kind(rendered, "PersistentVolumeClaim"))
 
 
+# --- live ingest (overlays/live) -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def live() -> list[dict[str, Any]]:
+    return render(LIVE)
+
+
+def test_live_overlay_has_no_replay_job(live: list[dict[str, Any]]) -> None:
+    assert by_kind(live, "Job") == {}
+    assert "meridian-ingest-replay" in by_kind(render(DEV), "Job")  # the patch removed it
+    for _doc, container in containers(live):
+        if service_of(container) == "ingest":
+            env = container_env(live, container)
+            assert config.load(_service_class("ingest"), environ=env).mode == "live"
+
+
+def test_live_statefulset_replicas_equal_meridian_ingest_replicas(
+        live: list[dict[str, Any]]) -> None:
+    sts, container = live_ingest(live)
+    env = container_env(live, container)
+    assert sts["spec"]["replicas"] == int(env["MERIDIAN_INGEST_REPLICAS"]) >= 1
+
+
+def test_live_replica_index_comes_from_the_pod_name(live: list[dict[str, Any]]) -> None:
+    """Not set anywhere: one pod template serves every ordinal, which the code reads from the
+    HOSTNAME suffix. Each ordinal maps to an index; together they own every symbol once."""
+    sts, container = live_ingest(live)
+    names = {v["name"] for v in container.get("env", [])}
+    env = container_env(live, container)
+    assert "MERIDIAN_INGEST_REPLICA_INDEX" not in names
+    assert "MERIDIAN_INGEST_REPLICA_INDEX" not in env
+    settings = config.load(_service_class("ingest"), environ=env)
+    name, replicas = sts["metadata"]["name"], sts["spec"]["replicas"]
+    owned: list[str] = []
+    for ordinal in range(replicas):
+        assert settings.resolved_replica_index(f"{name}-{ordinal}") == ordinal
+        owned += owned_symbols(settings.symbols, settings.replicas, ordinal)
+    assert sorted(owned) == sorted(settings.symbols)
+    with pytest.raises(ValueError):
+        settings.resolved_replica_index(f"{name}-{replicas}")
+
+
+def test_live_statefulset_rolls_in_order_with_pdb_and_headless_service(
+        live: list[dict[str, Any]]) -> None:
+    sts, container = live_ingest(live)
+    name = sts["metadata"]["name"]
+    spec = sts["spec"]
+    assert spec["podManagementPolicy"] == "OrderedReady"
+    assert spec["updateStrategy"]["type"] == "RollingUpdate"
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    service = by_kind(live, "Service")[spec["serviceName"]]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert [p["port"] for p in service["spec"]["ports"]] == [METRICS_PORT]
+    pdb = by_kind(live, "PodDisruptionBudget")[name]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # the database URL comes from the same Secret as the ledger's, and is required here
+    (url,) = [v for v in container["env"] if v["name"] == "MERIDIAN_DATABASE_URL"]
+    ref = url["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (secret_template()["metadata"]["name"], "url")
+    assert not ref.get("optional", False)
+    env = container_env(live, container)
+    assert env["MERIDIAN_INGEST_MODE"] == "live"
+    assert {"MERIDIAN_EXCHANGE", "MERIDIAN_INGEST_MARKET_TYPE"} <= env.keys()
+    # its pods are its own: no other workload's selector or template overlaps them
+    for other in by_kind(live, "Deployment").values():
+        assert not other["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_kubectl_kustomize_renders_the_same_objects(rendered: list[dict[str, Any]]) -> None:
-    out = subprocess.run(["kubectl", "kustomize", str(DEV)], capture_output=True, text=True,
+    overlay = OVERLAYS[overlay_of(rendered)]
+    out = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True,
                          check=True, timeout=60).stdout
     theirs = [doc for doc in yaml.safe_load_all(out) if doc]
     key = lambda d: (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace"))  # noqa: E731
@@ -294,6 +446,17 @@ def test_kubectl_kustomize_renders_the_same_objects(rendered: list[dict[str, Any
         sorted(c["image"] for _, c in containers(rendered))
     for doc in theirs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "meridian"
+    # the environment (patched in the live overlay) is the same as this file's rendering
+    def envs(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, str]]:
+        return {(d["kind"], d["metadata"]["name"], c["name"]): container_env(docs, c)
+                for d, c in containers(docs)}
+
+    assert envs(theirs) == envs(rendered)
+    if overlay == LIVE:
+        assert by_kind(theirs, "Job") == {}
+        sts, _ = live_ingest(theirs)
+        assert sts["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == \
+            "meridian"
 
 
 # --- docker compose -----------------------------------------------------------------------------
@@ -316,6 +479,11 @@ def meridian_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if svc.get("image", "").startswith("meridian:")}
 
 
+def compose_service(svc: dict[str, Any]) -> str:
+    """The code service a compose service runs (ingest-live runs ingest)."""
+    return str(svc["command"][2]).removeprefix("meridian_")
+
+
 def compose_env(svc: dict[str, Any]) -> dict[str, str]:
     env = svc.get("environment", {})
     if isinstance(env, list):
@@ -324,13 +492,14 @@ def compose_env(svc: dict[str, Any]) -> dict[str, str]:
 
 
 def test_compose_has_one_container_per_service(compose: dict[str, Any]) -> None:
-    assert set(meridian_services(compose)) == set(SERVICES)
+    assert set(meridian_services(compose)) == set(SERVICES) | {"ingest-live"}
+    assert {compose_service(s) for s in meridian_services(compose).values()} == set(SERVICES)
     assert {"kafka", "timescaledb", "prometheus", "grafana"} <= set(compose["services"])
 
 
 def test_compose_commands_run_existing_modules(compose: dict[str, Any]) -> None:
     for name, svc in meridian_services(compose).items():
-        check_command(svc["command"], name, f"compose {name}")
+        check_command(svc["command"], compose_service(svc), f"compose {name}")
         assert svc["build"]["dockerfile"] == "Dockerfile"
 
 
@@ -339,8 +508,9 @@ def test_compose_env_is_known_to_each_service_and_valid(compose: dict[str, Any])
         env = compose_env(svc)
         assert env["MERIDIAN_METRICS_PORT"] == str(METRICS_PORT), name
         assert env["MERIDIAN_KAFKA_BOOTSTRAP"].split(":")[0] == "kafka", name
-        check_env(name, env, f"compose {name}")
+        check_env(compose_service(svc), env, f"compose {name}")
     assert "MERIDIAN_DATABASE_URL" in compose_env(compose["services"]["ledger"])
+    assert "MERIDIAN_DATABASE_URL" in compose_env(compose["services"]["ingest-live"])
 
 
 def test_compose_start_order_and_healthchecks(compose: dict[str, Any]) -> None:
@@ -352,7 +522,25 @@ def test_compose_start_order_and_healthchecks(compose: dict[str, Any]) -> None:
         if "MERIDIAN_DATABASE_URL" in compose_env(svc):
             assert svc["depends_on"]["timescaledb"]["condition"] == "service_healthy", name
     assert services["ingest"]["restart"] == "no"
-    assert all(services[n]["restart"] != "no" for n in CONSUMERS)
+    assert all(services[n]["restart"] != "no" for n in (*CONSUMERS, "ingest-live"))
+    assert services["ingest-live"]["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+
+
+def test_compose_live_ingest_is_opt_in_and_off_the_replay_topics(compose: dict[str, Any]) -> None:
+    """`docker compose up` runs the replay demo as before; `--profile live` adds live ingest,
+    which by default publishes under another topic prefix than the replay."""
+    services = meridian_services(compose)
+    assert services["ingest-live"]["profiles"] == ["live"]
+    assert all("profiles" not in svc for name, svc in services.items() if name != "ingest-live")
+    ingest = _service_class("ingest")
+    replay_env = compose_env(services["ingest"])
+    live_env = compose_env(services["ingest-live"])
+    assert config.load(ingest, environ=replay_env).mode == "replay"
+    live_settings = config.load(ingest, environ=live_env)
+    assert live_settings.mode == "live"
+    assert live_settings.replicas == 1
+    assert live_settings.replica_index is None
+    assert live_env["MERIDIAN_TOPIC_PREFIX"] != replay_env["MERIDIAN_TOPIC_PREFIX"]
 
 
 def test_compose_ingest_reads_the_shared_data_read_only(compose: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from meridian_common import codec, config, db
-from meridian_ingest.__main__ import candle_stream
+from meridian_ingest.commands import candle_stream
 from meridian_ingest.settings import IngestSettings
 from meridian_ingest.store import load_csv
 

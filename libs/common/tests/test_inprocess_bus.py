@@ -192,3 +192,23 @@ async def test_ensure_topics_keeps_existing() -> None:
     await bus.ensure_topics([TopicConfig("t", 5)])
     assert len(bus.end_offsets("t")) == 1
     assert len(bus.read("t")) == 1
+
+
+async def test_read_partition_returns_a_range_without_moving_any_group() -> None:
+    bus = InProcessBus()
+    await bus.ensure_topics([TopicConfig("t", 2)])
+    producer = bus.producer()
+    for i in range(10):
+        await producer.send("t", b"k", str(i).encode())
+    partition = partition_for(b"k", 2)
+    ends = await bus.topic_ends("t")
+    assert ends[partition] == 10
+    assert ends[1 - partition] == 0
+    middle = await bus.read_partition("t", partition, 3, 6)
+    assert [r.offset for r in middle] == [3, 4, 5]
+    assert [r.value for r in middle] == [b"3", b"4", b"5"]
+    assert await bus.read_partition("t", partition, 8, 50) == \
+        (await bus.read_partition("t", partition, 8, 10))
+    assert await bus.read_partition("t", partition, 6, 3) == []
+    consumer = bus.consumer("g", ["t"])
+    assert len(await consumer.poll(0.1, 100)) == 10  # the reads above consumed nothing

@@ -3,6 +3,7 @@
   meridian run      embedded replay of the shared data through all six services, with a report
   meridian bench    candles/s through the embedded pipeline and over Kafka, and their ratio
   meridian config   the configuration reference (every variable, default and meaning)
+  meridian data     market data: backfill | gaps | repair | load-csv
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from meridian_cli import embedded_db, report
+from meridian_cli import data, embedded_db, report
 from meridian_cli.pipeline import run_inprocess
 from meridian_cli.progress import ProgressLine
 from meridian_cli.scripts import REPO
@@ -103,7 +104,10 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--start", default="2021-01-01")
     bench.add_argument("--end", default="2022-01-01")
     bench.add_argument("--no-kafka", action="store_true", help="embedded figure only")
+    bench.add_argument("--no-ingest", action="store_true",
+                       help="skip the ingest figures (backfill, rate limit, live latency)")
     bench.set_defaults(func=cmd_bench)
+    data.add_parser(sub)
     return p
 
 

@@ -18,7 +18,7 @@ from meridian_common.handler import Handler
 from meridian_common.host import ServiceHost, all_topic_configs
 from meridian_execution.handler import ExecutionHandler
 from meridian_features.handler import FeaturesHandler
-from meridian_ingest.__main__ import candle_stream
+from meridian_ingest.commands import candle_stream
 from meridian_ingest.replay import replay
 from meridian_ledger.handler import LedgerHandler
 from meridian_ledger.store import SqlLedgerStore

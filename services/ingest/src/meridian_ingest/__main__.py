@@ -1,6 +1,7 @@
-"""`python -m meridian_ingest`: replay candles (shared CSV files or a DB range) onto Kafka.
+"""`python -m meridian_ingest [replay|live|backfill|gaps|repair|load-csv]`.
 
-`python -m meridian_ingest load-csv` upserts the CSV files into the candles table instead.
+Without a command it runs MERIDIAN_INGEST_MODE (replay by default, live in deployments).
+Every command reads the same settings (MERIDIAN_INGEST_*); `meridian config` lists them.
 """
 
 from __future__ import annotations
@@ -9,53 +10,42 @@ import asyncio
 import logging
 import sys
 
-from meridian_common import config, logs, metrics
-from meridian_common.host import all_topic_configs
-from meridian_common.service import open_bus
-from meridian_ingest import sources, store
-from meridian_ingest.replay import replay
+from meridian_common import config, logs
+from meridian_ingest import commands
+from meridian_ingest.backfill import log_progress
+from meridian_ingest.exchange.client import ConfigurationError, ExchangeCallError
 from meridian_ingest.settings import IngestSettings
 
 log = logging.getLogger("meridian_ingest")
 
-
-def candle_stream(common: config.CommonSettings, settings: IngestSettings):
-    def rows(symbol: str):
-        if settings.source == "csv":
-            return sources.csv_rows(settings.data_dir, symbol, settings.timeframe,
-                                    settings.start_ms, settings.end_ms)
-        if common.database_url is None:
-            raise config.ConfigError(
-                "MERIDIAN_DATABASE_URL is required with MERIDIAN_INGEST_SOURCE=db")
-        return store.db_rows(common.database_url.get_secret_value(), common.exchange, symbol,
-                             settings.timeframe, settings.start_ms, settings.end_ms)
-
-    return sources.merged(common.exchange, settings.timeframe,
-                          {s: rows(s) for s in settings.symbols})
+COMMANDS = ("replay", "live", "backfill", "gaps", "repair", "load-csv")
 
 
-def _progress(sent: int, total: int | None, seconds: float) -> None:
-    if sent % 10_000 < 1000:
-        rate = round(sent / max(seconds, 1e-9))
-        log.info("replay progress", extra={"candles": sent, "per_s": rate})
+def _run(command: str, common: config.CommonSettings, settings: IngestSettings) -> None:
+    if command == "replay":
+        asyncio.run(commands.run_replay(common, settings))
+    elif command == "live":
+        asyncio.run(commands.run_live(common, settings))
+    elif command == "backfill":
+        asyncio.run(commands.run_backfill(common, settings, progress=log_progress))
+    elif command == "gaps":
+        for gap in commands.find_gaps(common, settings):
+            print(f"{gap.symbol}\tafter {gap.after_ms}\tmissing {gap.missing}")
+    elif command == "repair":
+        for fixed in asyncio.run(commands.run_repair(common, settings)):
+            print(f"{fixed.gap.symbol}\tafter {fixed.gap.after_ms}\trecovered {fixed.recovered}"
+                  f"\tstill missing {fixed.still_missing}")
+    else:
+        rows = commands.load_csv(common, settings)
+        log.info("candles loaded", extra={"rows": rows})
 
 
-async def run(common: config.CommonSettings, settings: IngestSettings) -> int:
-    bus = open_bus(common, "meridian-ingest")
-    await bus.ensure_topics(all_topic_configs(common.topic_prefix, common.partitions))
-    sensor = metrics.PrometheusSensor("ingest")
-    metrics.serve(common.metrics_port, sensor.registry)
-    producer = bus.producer()
-    try:
-        sent = await replay(candle_stream(common, settings), producer, common.topic_prefix,
-                            progress=_progress, sensor=sensor)
-    finally:
-        await producer.stop()
-    log.info("replay done", extra={"candles": sent, "symbols": list(settings.symbols)})
-    return sent
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] not in COMMANDS:
+        print(f"meridian-ingest: unknown command {args[0]!r} (one of {', '.join(COMMANDS)})",
+              file=sys.stderr)
+        raise SystemExit(2)
     try:
         common = config.load(config.CommonSettings)
         settings = config.load(IngestSettings)
@@ -63,20 +53,12 @@ def main() -> None:
         print(f"meridian-ingest: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.setup("ingest", common.log_level)
-    if sys.argv[1:2] == ["load-csv"]:
-        if common.database_url is None:
-            print("meridian-ingest: MERIDIAN_DATABASE_URL is required for load-csv",
-                  file=sys.stderr)
-            raise SystemExit(2)
-        from meridian_common import db
-
-        url = common.database_url.get_secret_value()
-        db.migrate(url)
-        n = store.load_csv(url, common.exchange, settings.symbols, settings.timeframe,
-                           settings.data_dir, settings.start_ms, settings.end_ms)
-        log.info("candles loaded", extra={"rows": n})
-        return
-    asyncio.run(run(common, settings))
+    try:
+        _run(args[0] if args else settings.mode, common, settings)
+    except (config.ConfigError, ConfigurationError, ExchangeCallError) as exc:
+        log.error("ingest failed: %s", exc)
+        print(f"meridian-ingest: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""Publish a replay onto md.candle.v1, with progress, as fast as the consumers allow."""
+"""Publish a replay onto md.candle.v1, with progress: as fast as the consumers allow, or paced
+at a multiple of the event-time clock (`speed`), e.g. to drive a live-like demo or a soak test.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -21,13 +24,26 @@ async def replay(candles: Iterable[candle_pb2.Candle], producer: Producer, prefi
                  total: int | None = None,
                  throttle: Callable[[], Awaitable[None]] | None = None,
                  progress: Callable[[int, int | None, float], None] | None = None,
-                 sensor: Sensor | None = None) -> int:
-    """Publish candles in order; returns how many. `throttle` is awaited between chunks."""
+                 sensor: Sensor | None = None, speed: float = 0.0) -> int:
+    """Publish candles in order; returns how many. `throttle` is awaited between chunks.
+
+    With speed > 0 a candle is sent when the wall clock has advanced (close time - first close
+    time) / speed since the start; candles closing together go out together.
+    """
     sensor = sensor or NullSensor()
     started = time.perf_counter()
     chunk: list[tuple[str, str, candle_pb2.Candle]] = []
     sent = 0
+    first_close: int | None = None
     for candle in candles:
+        if speed > 0:
+            first_close = candle.close_time_ms if first_close is None else first_close
+            due = started + (candle.close_time_ms - first_close) / 1000 / speed
+            if due > time.perf_counter() and chunk:
+                sent += await _send(producer, prefix, chunk, sensor)
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
         chunk.append((topics.CANDLE, topics.market_key(candle.exchange, candle.symbol), candle))
         if len(chunk) >= FLUSH_EVERY:
             sent += await _send(producer, prefix, chunk, sensor)

@@ -87,5 +87,19 @@ class Bus(ABC):
     @abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
 
+    @abstractmethod
+    async def topic_ends(self, topic: str) -> list[int]:
+        """The end offset (next offset to be written) of each partition, in partition order."""
+
+    @abstractmethod
+    async def read_partition(self, topic: str, partition: int, start: int,
+                             end: int) -> list[Record]:
+        """Records with start <= offset < end of one partition, outside any consumer group.
+
+        For reading a topic's own history (the tail an ingest replica resumes from, a replay of
+        a range) without moving any group's committed offsets. Records below the retained
+        start are gone and simply absent.
+        """
+
     async def close(self) -> None:
         return None

@@ -99,6 +99,16 @@ class InProcessBus(Bus):
     def end_offsets(self, topic: str) -> list[int]:
         return [log.end for log in self._topic(topic)]
 
+    async def topic_ends(self, topic: str) -> list[int]:
+        return self.end_offsets(topic)
+
+    async def read_partition(self, topic: str, partition: int, start: int,
+                             end: int) -> list[Record]:
+        log = self._topic(topic)[partition]
+        lo = max(start, log.base) - log.base
+        hi = max(min(end, log.end) - log.base, lo)
+        return log.records[lo:hi]
+
     def read(self, topic: str) -> list[Record]:
         """Every retained record of a topic, partition by partition (for tests and reports)."""
         return [r for log in self._topic(topic) for r in log.records]

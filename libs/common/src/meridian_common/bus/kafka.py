@@ -45,6 +45,59 @@ class KafkaBus(Bus):
         finally:
             await admin.close()
 
+    async def _partition_count(self, topic: str) -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        await admin.start()
+        try:
+            # A topic created a moment ago may take a few metadata refreshes to appear.
+            for _ in range(50):
+                described = await admin.describe_topics([topic])
+                partitions = described[0].get("partitions") if described else None
+                if described and described[0].get("error_code") == 0 and partitions:
+                    return len(partitions)
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+        raise KeyError(f"topic {topic!r} does not exist")
+
+    async def topic_ends(self, topic: str) -> list[int]:
+        count = await self._partition_count(topic)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(count)]
+            ends = await consumer.end_offsets(tps)
+            return [ends[tp] for tp in tps]
+        finally:
+            await consumer.stop()
+
+    async def read_partition(self, topic: str, partition: int, start: int,
+                             end: int) -> list[Record]:
+        if end <= start:
+            return []
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id,
+                                    enable_auto_commit=False, isolation_level="read_committed",
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        out: list[Record] = []
+        try:
+            consumer.assign([tp])
+            first = (await consumer.beginning_offsets([tp]))[tp]
+            end = min(end, (await consumer.end_offsets([tp]))[tp])
+            consumer.seek(tp, max(start, first))
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
+                for m in batch.get(tp, ()):
+                    if m.offset >= end:
+                        break
+                    out.append(Record(m.topic, m.partition, m.offset, m.key, m.value,
+                                      tuple(m.headers or ())))
+            return out
+        finally:
+            await consumer.stop()
+
     def producer(self) -> KafkaProducer:
         return KafkaProducer(self.bootstrap, self.client_id)
 

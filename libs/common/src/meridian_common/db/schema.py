@@ -19,7 +19,8 @@ from sqlalchemy import (
 metadata = MetaData()
 
 # Time-series tables that become hypertables when TimescaleDB is present (name, time column).
-HYPERTABLES = (("candles", "open_time"), ("fills", "ts"), ("equity", "ts"))
+HYPERTABLES = (("candles", "open_time"), ("fills", "ts"), ("equity", "ts"),
+               ("funding", "funding_time"))
 
 
 def _ts(name: str, **kw: object) -> Column:
@@ -37,6 +38,16 @@ candles = Table(
     Column("low", Numeric, nullable=False),
     Column("close", Numeric, nullable=False),
     Column("volume", Numeric, nullable=False),
+    Column("revision", Integer, nullable=False, server_default=text("0")),
+)
+
+funding = Table(
+    "funding", metadata,
+    # Funding-rate settlements of perpetuals; rate per interval as a fraction (0.0001 = 0.01 %).
+    Column("exchange", String(32), primary_key=True),
+    Column("symbol", String(64), primary_key=True),
+    _ts("funding_time", primary_key=True),
+    Column("rate", Numeric, nullable=False),
     Column("revision", Integer, nullable=False, server_default=text("0")),
 )
 
@@ -100,5 +111,5 @@ trades = Table(
     Column("net_pnl", Numeric, nullable=False),
 )
 
-__all__ = ["HYPERTABLES", "BigInteger", "candles", "equity", "fills", "metadata", "positions",
-           "trades"]
+__all__ = ["HYPERTABLES", "BigInteger", "candles", "equity", "fills", "funding", "metadata",
+           "positions", "trades"]

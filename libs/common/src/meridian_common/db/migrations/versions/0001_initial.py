@@ -14,17 +14,23 @@ import logging
 from alembic import op
 from sqlalchemy import text
 
-from meridian_common.db.schema import HYPERTABLES, metadata
+from meridian_common.db.schema import metadata
 
 revision = "0001"
 down_revision = None
 
 log = logging.getLogger("meridian.migrations")
 
+# This revision's tables and hypertables; later revisions add theirs (the schema module holds
+# the current shape of every table, so naming them here keeps this revision fixed).
+TABLES = ("candles", "fills", "positions", "equity", "trades")
+HYPERTABLES = (("candles", "open_time"), ("fills", "ts"), ("equity", "ts"))
+
 
 def upgrade() -> None:
     bind = op.get_bind()
-    metadata.create_all(bind)
+    for name in TABLES:
+        metadata.tables[name].create(bind, checkfirst=True)
     available = bind.execute(
         text("select 1 from pg_available_extensions where name = 'timescaledb'")
     ).scalar()
@@ -40,4 +46,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    metadata.drop_all(op.get_bind())
+    bind = op.get_bind()
+    for name in reversed(TABLES):
+        metadata.tables[name].drop(bind, checkfirst=True)

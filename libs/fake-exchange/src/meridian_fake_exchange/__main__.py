@@ -1,0 +1,84 @@
+"""Run the fake exchange on its own, for benchmarks and manual runs:
+
+    python -m meridian_fake_exchange --port 8765 --symbols BTCUSDT,ETHUSDT \
+        --start 2021-01-01 --speed 3600
+
+It prints its base URL on the first line of stdout (so a parent process can read it, also with
+--port 0) and runs until SIGINT/SIGTERM. Faults and the clock are driven via /_admin/... .
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from datetime import UTC, datetime
+
+from meridian_fake_exchange.clock import FakeClock
+from meridian_fake_exchange.server import FakeExchange
+
+
+def parse_time_ms(text: str) -> int:
+    """Epoch milliseconds, or an ISO date/datetime (UTC unless it says otherwise)."""
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m meridian_fake_exchange",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--symbols", type=_csv, default=("BTCUSDT", "ETHUSDT"))
+    parser.add_argument("--timeframes", type=_csv, default=("1m", "1h"))
+    parser.add_argument("--start", type=parse_time_ms, default=parse_time_ms("2021-01-01"),
+                        help="fake start time: epoch ms or ISO date (UTC)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="fake seconds per real second (3600: one hour per second)")
+    parser.add_argument("--paused", action="store_true", help="start with the clock paused")
+    parser.add_argument("--data-dir", default=None, help="default: the shared data directory")
+    parser.add_argument("--rate-limit-per-s", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    clock = FakeClock(args.start, args.speed, paused=args.paused)
+    server = FakeExchange(args.symbols, args.timeframes, clock, args.data_dir, host=args.host,
+                          port=args.port, rate_limit_per_s=args.rate_limit_per_s,
+                          seed=args.seed)
+    await server.start()
+    print(server.base_url, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        asyncio.run(serve(args))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"meridian_fake_exchange: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

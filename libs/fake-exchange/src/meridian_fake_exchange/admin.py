@@ -1,0 +1,123 @@
+"""HTTP admin routes, so a benchmark or a service in another process can drive the fake.
+
+  POST /_admin/faults  {"action": "rate_limit", "n": 3}   (or a list of such objects)
+       actions and their fields (same meaning as the FakeExchange methods):
+         rate_limit n | server_error n status | slow seconds n | rate_limit_per_s rate
+         drop_ws after | drop_ws_every k | duplicate_ws p | reorder_ws p
+         correction symbol timeframe open_time_ms [values] [delay_ms] | clear
+  GET  /_admin/stats          request/push counters; POST /_admin/stats/reset zeroes them
+  GET  /_admin/clock          {"now_ms", "speed", "paused"}
+  POST /_admin/clock          any of {"set_ms", "advance_ms", "speed", "pause": true|false}
+  GET  /_admin/info           symbols, timeframes, base URL, clock
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from meridian_fake_exchange.server import FakeExchange
+
+
+def _fault_actions(server: FakeExchange) -> dict[str, Callable[[dict[str, Any]], Any]]:
+    def correction(body: dict[str, Any]) -> dict[str, Any]:
+        fix = server.correction(str(body["symbol"]), str(body["timeframe"]),
+                                int(body["open_time_ms"]), body.get("values"),
+                                None if body.get("delay_ms") is None else int(body["delay_ms"]))
+        return {"wrong": fix.wrong._asdict(), "true": fix.true._asdict(),
+                "effective_ms": fix.effective_ms}
+
+    def rate(body: dict[str, Any]) -> None:
+        value = body.get("rate")
+        server.set_rate_limit_per_s(None if value is None else float(value))
+
+    return {
+        "rate_limit": lambda b: server.rate_limit(int(b.get("n", 1))),
+        "server_error": lambda b: server.server_error(int(b.get("n", 1)),
+                                                      int(b.get("status", 503))),
+        "slow": lambda b: server.slow(float(b["seconds"]), int(b.get("n", 1))),
+        "rate_limit_per_s": rate,
+        "drop_ws": lambda b: {"armed": server.drop_ws(int(b.get("after", 0)))},
+        "drop_ws_every": lambda b: server.drop_ws_every(
+            None if b.get("k") is None else int(b["k"])),
+        "duplicate_ws": lambda b: server.duplicate_ws(float(b["p"])),
+        "reorder_ws": lambda b: server.reorder_ws(float(b["p"])),
+        "correction": correction,
+        "clear": lambda b: server.clear_faults(),
+    }
+
+
+class _Admin:
+    """The route handlers; a class so each stays small."""
+
+    def __init__(self, server: FakeExchange) -> None:
+        self.server = server
+        self.actions = _fault_actions(server)
+
+    async def faults(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            items = body if isinstance(body, list) else [body]
+            results = [self._apply(item) for item in items]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"ok": True, "results": results})
+
+    def _apply(self, item: dict[str, Any]) -> Any:
+        action = self.actions.get(str(item.get("action")))
+        if action is None:
+            raise ValueError(f"unknown action {item.get('action')!r}; "
+                             f"known: {sorted(self.actions)}")
+        return action(item)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.server.stats.snapshot())
+
+    async def reset_stats(self, request: web.Request) -> web.Response:
+        self.server.stats.reset()
+        return web.json_response({"ok": True})
+
+    def _clock_state(self) -> dict[str, Any]:
+        clock = self.server.clock
+        return {"now_ms": clock.now_ms(), "speed": clock.speed, "paused": clock.paused}
+
+    async def get_clock(self, request: web.Request) -> web.Response:
+        return web.json_response(self._clock_state())
+
+    async def post_clock(self, request: web.Request) -> web.Response:
+        try:
+            self._move_clock(await request.json())
+        except (ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response(self._clock_state())
+
+    def _move_clock(self, body: dict[str, Any]) -> None:
+        clock = self.server.clock
+        if body.get("set_ms") is not None:
+            clock.set(int(body["set_ms"]))
+        if body.get("advance_ms") is not None:
+            clock.advance(int(body["advance_ms"]))
+        if body.get("speed") is not None:
+            clock.set_speed(float(body["speed"]))
+        if body.get("pause") is True:
+            clock.pause()
+        elif body.get("pause") is False:
+            clock.resume()
+
+    async def info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.server.describe())
+
+
+def admin_routes(server: FakeExchange) -> list[web.RouteDef]:
+    admin = _Admin(server)
+    return [
+        web.post("/_admin/faults", admin.faults),
+        web.get("/_admin/stats", admin.stats),
+        web.post("/_admin/stats/reset", admin.reset_stats),
+        web.get("/_admin/clock", admin.get_clock),
+        web.post("/_admin/clock", admin.post_clock),
+        web.get("/_admin/info", admin.info),
+    ]
