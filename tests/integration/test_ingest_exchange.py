@@ -49,20 +49,20 @@ def source_funding(symbol: str, start_ms: int, end_ms: int) -> list[tuple[int, D
                 if start_ms <= int(r["timestamp"]) <= end_ms]
 
 
-def table_rows(url: str, symbol: str) -> list[Row]:
+def table_rows(url: str, symbol: str, venue: str = VENUE) -> list[Row]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "select (extract(epoch from open_time) * 1000)::bigint, open, high, low, close, "
             "volume from candles where exchange = %s and symbol = %s and timeframe = '1h' "
-            "order by open_time", (VENUE, symbol)).fetchall()
+            "order by open_time", (venue, symbol)).fetchall()
     return [(int(r[0]), *r[1:]) for r in rows]
 
 
-def table_funding(url: str, symbol: str) -> list[tuple[int, Decimal]]:
+def table_funding(url: str, symbol: str, venue: str = VENUE) -> list[tuple[int, Decimal]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "select (extract(epoch from funding_time) * 1000)::bigint, rate from funding "
-            "where exchange = %s and symbol = %s order by funding_time", (VENUE, symbol)).fetchall()
+            "where exchange = %s and symbol = %s order by funding_time", (venue, symbol)).fetchall()
     return [(int(t), rate) for t, rate in rows]
 
 
@@ -109,9 +109,9 @@ def settings_for(server: FakeExchange, **overrides: object) -> IngestSettings:
     return config.load(IngestSettings, environ={}, **base)
 
 
-def common_for(url: str, bootstrap: str = "127.0.0.1:1", prefix: str = "") -> (
-        config.CommonSettings):
-    return config.load(config.CommonSettings, environ={}, exchange="bybit", database_url=url,
+def common_for(url: str, bootstrap: str = "127.0.0.1:1", prefix: str = "",
+               exchange: str = "bybit") -> config.CommonSettings:
+    return config.load(config.CommonSettings, environ={}, exchange=exchange, database_url=url,
                        kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=3)
 
 
@@ -129,30 +129,38 @@ async def exchange() -> AsyncIterator[tuple[FakeExchange, FakeClock]]:
 
 # -- backfill -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("exchange_id", ["bybit", "binance"])
 async def test_backfill_of_three_months_equals_the_source_and_resumes(
-        exchange: tuple[FakeExchange, FakeClock], new_database) -> None:
+        exchange: tuple[FakeExchange, FakeClock], new_database, exchange_id: str) -> None:
+    """USDT perpetuals: candles and funding, paginated at each exchange's own page limits."""
     server, clock = exchange
     url = new_database("backfill")
+    venue = f"{exchange_id}-linear"
+    common = common_for(url, exchange=exchange_id)
     start, now = parse_time_ms("2022-01-01"), clock.now_ms()
     settings = settings_for(server, symbols="BTCUSDT,ETHUSDT", start="2022-01-01")
-    results = await commands.run_backfill(common_for(url), settings)
+    results = await commands.run_backfill(common, settings)
     last_closed = (now // HOUR) * HOUR  # the forming candle is not written
     for symbol in ("BTCUSDT", "ETHUSDT"):
         expected = source_rows(symbol, start, last_closed)
         assert len(expected) > 2000
-        assert table_rows(url, symbol) == expected
-        assert table_funding(url, symbol) == source_funding(symbol, start, now)
+        assert table_rows(url, symbol, venue) == expected
+        assert table_funding(url, symbol, venue) == source_funding(symbol, start, now)
     assert {r.symbol: r.candles for r in results} == {
         s: len(source_rows(s, start, last_closed)) for s in ("BTCUSDT", "ETHUSDT")}
-    assert table_funding(url, "BTCUSDT"), "BTC funding exists from 2022 on"
+    assert table_funding(url, "BTCUSDT", venue), "BTC funding exists from 2022 on"
 
     # a week later: only the new week is fetched
     clock.set(now + 7 * 24 * HOUR)
     server.stats.reset()
-    again = await commands.run_backfill(common_for(url), settings)
+    again = await commands.run_backfill(common, settings)
     assert {r.symbol: r.candles for r in again} == {"BTCUSDT": 168, "ETHUSDT": 168}
+    kline_requests = sum(n for (_, path), n in server.stats.requests.items()
+                         if path.endswith(("/kline", "/klines")))
+    assert kline_requests == 2  # one window per symbol
     for symbol in ("BTCUSDT", "ETHUSDT"):
-        assert table_rows(url, symbol) == source_rows(symbol, start, last_closed + 168 * HOUR)
+        assert table_rows(url, symbol, venue) == source_rows(symbol, start,
+                                                             last_closed + 168 * HOUR)
 
 
 async def test_rate_limit_burst_slows_the_backfill_but_loses_nothing(

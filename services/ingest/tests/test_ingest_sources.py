@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -140,3 +141,27 @@ def test_bad_timeframe_and_typo() -> None:
         config.load(IngestSettings, environ={"MERIDIAN_INGEST_TIMEFRAME": "1hour"})
     with pytest.raises(config.ConfigError, match="MERIDIAN_INGEST_SYMBOL"):
         config.load(IngestSettings, environ={"MERIDIAN_INGEST_SYMBOL": "BTCUSDT"})
+
+
+async def test_paced_replay_follows_the_event_clock_scaled_by_speed() -> None:
+    """speed=36000: candles one hour apart go out 0.1 s apart (a lower bound the pacing must
+    honour; the upper bound is machine-dependent and not asserted)."""
+    bus = InProcessBus()
+    await bus.ensure_topics(all_topic_configs("", 3))
+    candles = list(sources.merged("binance", "1h", {"BTCUSDT": [raw(i, "1") for i in range(4)]}))
+    sent_at: list[float] = []
+
+    class Clocked:
+        async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                       headers: tuple = ()) -> None:
+            sent_at.append(time.perf_counter())
+            await inner.send(topic, key, value, headers)
+
+        async def flush(self) -> None:
+            await inner.flush()
+
+    inner = bus.producer()
+    assert await replay(candles, Clocked(), "", speed=36000) == 4  # type: ignore[arg-type]
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert all(g >= 0.095 for g in gaps), gaps
+    assert [r.offset for r in bus.read(topics.CANDLE)] == [0, 1, 2, 3]
