@@ -380,3 +380,37 @@ async def test_resharding_from_one_to_two_replicas_loses_and_doubles_nothing(
     _assert_exact(await published(kafka_bootstrap, topic_prefix), expected)
     for symbol, rows in expected.items():
         assert table_rows(url, symbol) == rows
+
+
+async def test_a_silent_stream_is_reconnected_and_nothing_is_missed(
+        kafka_bootstrap: str, new_database, topic_prefix: str) -> None:
+    """The exchange stops sending (its clock stands still) for longer than stale_after_s: the
+    stream is dropped and reopened, and once time moves again every candle arrives."""
+    start = parse_time_ms("2022-07-01")
+    clock = FakeClock(start + HOUR // 2, speed=10 * 3600)
+    server = FakeExchange(symbols=("ETHUSDT",), timeframes=("1h",), clock=clock)
+    await server.start()
+    url = new_database("stale")
+    try:
+        stop = asyncio.Event()
+        task = await _live_run(kafka_bootstrap, url, topic_prefix, server, stop,
+                               symbols="ETHUSDT", start="2022-07-01", funding=False,
+                               stale_after_s=0.5)
+        await asyncio.sleep(2)
+        clock.pause()
+        connections = server.stats.ws_connections
+        await asyncio.sleep(2)  # silence: about four stale periods
+        assert server.stats.ws_connections > connections  # it reconnected while silent
+        clock.resume()
+        await asyncio.sleep(2)
+        clock.pause()
+        end = clock.now_ms()
+        expected = {"ETHUSDT": source_rows("ETHUSDT", start, (end // HOUR) * HOUR)}
+        assert await _wait_until(lambda: _complete(kafka_bootstrap, topic_prefix, expected), 30,
+                                 task)
+        stop.set()
+        live = await task
+    finally:
+        await server.stop()
+    assert live.stats.stale >= 2
+    _assert_exact(await published(kafka_bootstrap, topic_prefix), expected)

@@ -101,7 +101,7 @@ def _csv_load(admin: str, symbols: tuple[str, ...], start: str, end_ms: int) -> 
 async def _produce_baseline(bootstrap: str, n: int = 200) -> list[float]:
     bus = KafkaBus(bootstrap)
     await bus.ensure_topics(all_topic_configs("benchbase.", 3))
-    producer = bus.producer()
+    producer = bus.producer(low_latency=True)
     out = []
     try:
         for i in range(n):

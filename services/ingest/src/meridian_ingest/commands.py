@@ -176,7 +176,7 @@ async def run_live(common: config.CommonSettings, settings: IngestSettings,
     metrics.serve(common.metrics_port, sensor.registry)
     md = MarketData(common.exchange, settings)
     leases = Leases(store.conninfo(url), name, settings.timeframe)
-    producer = bus.producer()
+    producer = bus.producer(low_latency=True)
     try:
         await md.open(owned, settings.timeframe)
         waiter = asyncio.create_task(leases.acquire_all(owned))

@@ -146,10 +146,12 @@ class LiveIngest:
                 if stored is not None and _values(stored[0]) == values:
                     self.stats.duplicates_dropped += 1
                     return False
-            await store.upsert_candles(self.conn, self.venue, symbol, self.timeframe, [raw])
-            stored = await store.candle_values(self.conn, self.venue, symbol, self.timeframe,
-                                               raw.open_time_ms)
-        revision = stored[1] if stored is not None else 0
+            revision = await store.upsert_candle(self.conn, self.venue, symbol, self.timeframe,
+                                                 raw)
+            if revision is None:  # the table already had these values (written, not published)
+                stored = await store.candle_values(self.conn, self.venue, symbol,
+                                                   self.timeframe, raw.open_time_ms)
+                revision = stored[1] if stored is not None else 0
         if prev is not None:
             revision = max(revision, prev[1] + 1)
         candle = make_candle(self.venue, symbol, self.timeframe, raw, PRODUCER, revision, self.tf)
@@ -222,8 +224,11 @@ class LiveIngest:
         """Watch one symbol's candles until stopped; reconnect with backoff when it breaks."""
         while not stop.is_set():
             try:
-                updates = await asyncio.wait_for(self.md.watch(symbol, self.timeframe),
-                                                 timeout=self.stale_after_s)
+                # asyncio.timeout, not wait_for: wait_for would run the watch in a new task that
+                # starts a loop iteration later, and a message arriving in between is reported
+                # by ccxt only with the next one (a whole update interval late).
+                async with asyncio.timeout(self.stale_after_s):
+                    updates = await self.md.watch(symbol, self.timeframe)
             except TimeoutError:
                 self.stats.stale += 1
                 log.warning("stream stale, reconnecting",

@@ -61,6 +61,18 @@ async def upsert_candles(conn: psycopg.AsyncConnection, exchange: str, symbol: s
     await conn.commit()
 
 
+async def upsert_candle(conn: psycopg.AsyncConnection, exchange: str, symbol: str,
+                        timeframe: str, raw: RawCandle) -> int | None:
+    """Upsert one candle and commit; its revision if inserted or changed, None if unchanged."""
+    async with conn.cursor() as cur:
+        await cur.execute(_CANDLE_UPSERT + " returning revision", (
+            exchange, symbol, timeframe, _ts(raw.open_time_ms), raw.open, raw.high, raw.low,
+            raw.close, raw.volume))
+        row = await cur.fetchone()
+    await conn.commit()
+    return None if row is None else int(row[0])
+
+
 async def upsert_funding(conn: psycopg.AsyncConnection, exchange: str, symbol: str,
                          rows: Sequence[tuple[int, str]]) -> None:
     if not rows:

@@ -82,7 +82,9 @@ class Bus(ABC):
         """Create missing topics (existing ones are left as they are)."""
 
     @abstractmethod
-    def producer(self) -> Producer: ...
+    def producer(self, *, low_latency: bool = False) -> Producer:
+        """A producer; `low_latency` sends each record at once instead of batching briefly
+        (for live paths where one record at a time must reach the topic quickly)."""
 
     @abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...

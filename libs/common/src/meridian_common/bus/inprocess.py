@@ -59,7 +59,7 @@ class InProcessBus(Bus):
             raise KeyError(f"topic {name!r} does not exist (create it with ensure_topics)")
         return logs
 
-    def producer(self) -> InProcessProducer:
+    def producer(self, *, low_latency: bool = False) -> InProcessProducer:
         return InProcessProducer(self)
 
     def consumer(self, group: str, topics: Sequence[str]) -> InProcessConsumer:

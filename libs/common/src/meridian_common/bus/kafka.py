@@ -98,30 +98,34 @@ class KafkaBus(Bus):
         finally:
             await consumer.stop()
 
-    def producer(self) -> KafkaProducer:
-        return KafkaProducer(self.bootstrap, self.client_id)
+    def producer(self, *, low_latency: bool = False) -> KafkaProducer:
+        return KafkaProducer(self.bootstrap, self.client_id, linger_ms=0 if low_latency else 5)
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         return KafkaConsumer(self.bootstrap, group, list(topics), self.client_id)
 
 
 class KafkaProducer(Producer):
-    def __init__(self, bootstrap: str, client_id: str) -> None:
+    def __init__(self, bootstrap: str, client_id: str, linger_ms: int = 5) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=client_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            linger_ms=linger_ms,
             max_batch_size=512 * 1024,
         )
         self._started = False
+        self._start_lock = asyncio.Lock()
         self._pending: list[asyncio.Future[object]] = []
 
     async def _ensure(self) -> None:
-        if not self._started:
-            await self._producer.start()
-            self._started = True
+        if self._started:
+            return
+        async with self._start_lock:  # concurrent first sends must start the client once
+            if not self._started:
+                await self._producer.start()
+                self._started = True
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: Headers = ()) -> None:
@@ -130,9 +134,12 @@ class KafkaProducer(Producer):
         self._pending.append(fut)
 
     async def flush(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, []
+        """Wait for every record sent before this call, including those of other tasks sharing
+        the producer (a concurrent flusher must not take them away from this one's wait)."""
+        pending = list(self._pending)
+        if pending:
             await asyncio.gather(*pending)
+            self._pending = [f for f in self._pending if not f.done()]
 
     async def stop(self) -> None:
         if self._started:
