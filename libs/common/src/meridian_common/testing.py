@@ -1,8 +1,10 @@
-"""Helpers for tests of handlers (no test framework imported here)."""
+"""Helpers for tests: handler interleavings, indicator parity (no test framework imported)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,3 +26,42 @@ def interleave(a: Sequence[T], b: Sequence[T], picks: Sequence[bool]) -> list[T]
             out.append(b[j])
             j += 1
     return out
+
+
+# -- indicator parity ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class ParityResult:
+    """Worst relative differences of one indicator output over one series, after warm-up."""
+
+    indicator: str
+    series: str
+    values: int
+    incremental_vs_batch: float
+    vs_talib: float | None = None
+
+
+PARITY: list[ParityResult] = []  # collected by the tests, printed in pytest's summary
+
+
+def worst_relative(got: Sequence[float | None], want: Sequence[float | None],
+                   floor: float = 1e-12) -> float:
+    """max |got - want| / max(|want|, floor) over positions where either has a value.
+
+    Raises AssertionError when one side has a value and the other does not (warm-up lengths
+    must agree) or when either is NaN where the other is a number.
+    """
+    if len(got) != len(want):
+        raise AssertionError(f"lengths differ: {len(got)} != {len(want)}")
+    worst = 0.0
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        g_missing = g is None or math.isnan(g)
+        w_missing = w is None or math.isnan(w)
+        if g_missing or w_missing:
+            if g_missing != w_missing:
+                raise AssertionError(f"index {i}: {g!r} vs {w!r} (warm-up differs)")
+            continue
+        assert g is not None
+        assert w is not None
+        worst = max(worst, abs(g - w) / max(abs(w), floor))
+    return worst
