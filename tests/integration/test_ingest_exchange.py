@@ -414,3 +414,22 @@ async def test_a_silent_stream_is_reconnected_and_nothing_is_missed(
         await server.stop()
     assert live.stats.stale >= 2
     _assert_exact(await published(kafka_bootstrap, topic_prefix), expected)
+
+
+async def test_exchange_credentials_never_reach_logs_errors_or_reprs(
+        exchange: tuple[FakeExchange, FakeClock], new_database,
+        caplog: pytest.LogCaptureFixture) -> None:
+    server, _ = exchange
+    url = new_database("secrets")
+    key, secret = "AKIA-not-a-real-key-7731", "s3cr3t-not-a-real-secret-0042"
+    settings = settings_for(server, symbols="BTCUSDT,NOPEUSDT", start="2022-03-01",
+                            api_key=key, api_secret=secret, funding=False)
+    server.rate_limit(3)
+    caplog.set_level("DEBUG")
+    with pytest.raises(ConfigurationError) as info:
+        await commands.run_backfill(common_for(url), settings)
+    texts = [str(info.value), repr(info.value), repr(settings), str(settings),
+             settings.model_dump_json(), caplog.text]
+    for text in texts:
+        assert key not in text
+        assert secret not in text

@@ -76,6 +76,9 @@ class MarketData:
             config["secret"] = self.settings.api_secret.get_secret_value()
         client = getattr(ccxt.pro, self.exchange_id)(config)
         client.number = str
+        # Market data needs markets, not currency metadata; with credentials set, some exchanges
+        # would fetch it from a private endpoint on every load_markets.
+        client.has = {**client.has, "fetchCurrencies": False}
         if self.settings.api_base_url:
             reroute_urls(client, self.settings.api_base_url)
         return client
