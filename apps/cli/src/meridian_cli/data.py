@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import UTC, datetime
 
 from meridian_cli.progress import ProgressLine
@@ -38,7 +39,7 @@ def cmd_data(ns: argparse.Namespace) -> int:
     try:
         return _run(ns.data_command, common, settings)
     except (ConfigurationError, ExchangeCallError) as exc:
-        print(f"meridian data {ns.data_command}: {exc}")
+        print(f"meridian data {ns.data_command}: {exc}", file=sys.stderr)
         return 2
 
 
