@@ -18,9 +18,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             entry[1] = max(entry[1] or 0.0, r.vs_talib)
         entry[2] = (entry[2] or 0) + r.values  # type: ignore[operator]
     terminalreporter.section("indicator parity (worst relative difference after warm-up)")
-    terminalreporter.write_line(f"{'indicator':<22}{'values':>10}{'incr vs batch':>16}"
+    terminalreporter.write_line(f"{'indicator':<30}{'values':>10}{'incr vs batch':>16}"
                                 f"{'vs TA-Lib':>14}")
     for name in sorted(worst):
         inc, talib, n = worst[name]
         shown = "n/a" if talib is None else f"{talib:.1e}"
-        terminalreporter.write_line(f"{name:<22}{n:>10,}{inc:>16.1e}{shown:>14}")
+        terminalreporter.write_line(f"{name:<30}{n:>10,}{inc:>16.1e}{shown:>14}")
