@@ -26,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from meridian_common.indicators.ring import push
+
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -64,15 +66,12 @@ class Bbands:
 
     def update(self, x: float) -> BbandsValue | None:
         window, n = self.window, self.period
-        if len(window) < n:
-            window.append(x)
+        self.index, old = push(window, self.index, n, x)
+        if old is None:
             if len(window) < n:
                 return None
             self._recompute()
         else:
-            old = window[self.index]
-            window[self.index] = x
-            self.index = (self.index + 1) % n
             delta = x - old
             new_mean = self.mean + delta / n
             step = delta * ((x - new_mean) + (old - self.mean))

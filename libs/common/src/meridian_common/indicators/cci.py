@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from meridian_common.indicators.ring import push
+
 _DEAD_ZONE = 1e-14  # relative, see module docstring
 _LAMBERT = 0.015
 
@@ -50,11 +52,7 @@ class Cci:
 
     def update(self, high: float, low: float, close: float) -> float | None:
         tp = (high + low + close) / 3.0
-        if len(self.window) < self.period:
-            self.window.append(tp)
-        else:
-            self.window[self.slot] = tp
-        self.slot = (self.slot + 1) % self.period
+        self.slot, _ = push(self.window, self.slot, self.period, tp)
         if len(self.window) < self.period:
             return None
         total = 0.0

@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from meridian_common.indicators.ring import push
+
 
 class Channel(NamedTuple):
     """A price channel; Donchian and Keltner both return one."""
@@ -44,13 +46,8 @@ class Donchian:
         _check_period(self.period)
 
     def update(self, high: float, low: float) -> Channel | None:
-        if len(self.highs) < self.period:
-            self.highs.append(high)
-            self.lows.append(low)
-        else:
-            self.highs[self.slot] = high
-            self.lows[self.slot] = low
-            self.slot = (self.slot + 1) % self.period
+        push(self.lows, self.slot, self.period, low)
+        self.slot, _ = push(self.highs, self.slot, self.period, high)
         if len(self.highs) < self.period:
             return None
         upper = max(self.highs)

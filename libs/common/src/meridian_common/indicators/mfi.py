@@ -32,6 +32,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from meridian_common.indicators.ring import push
+
 _DEAD_ZONE = 1e-14  # relative, see module docstring
 
 
@@ -75,14 +77,11 @@ class Mfi:
         change = tp - prev
         flow = 0.0 if abs(change) <= _DEAD_ZONE * (abs(tp) + abs(prev)) else tp * volume
         pos, neg = (0.0, flow) if change < 0.0 else (flow, 0.0)
-        if len(self.pos_flows) == self.period:
-            self._move(self.pos_flows[self.slot], self.neg_flows[self.slot], -1)
-            self.pos_flows[self.slot] = pos
-            self.neg_flows[self.slot] = neg
-            self.slot = (self.slot + 1) % self.period
-        else:
-            self.pos_flows.append(pos)
-            self.neg_flows.append(neg)
+        slot = self.slot
+        self.slot, old_pos = push(self.pos_flows, slot, self.period, pos)
+        _, old_neg = push(self.neg_flows, slot, self.period, neg)
+        if old_pos is not None and old_neg is not None:
+            self._move(old_pos, old_neg, -1)
         self._move(pos, neg, 1)
         if len(self.pos_flows) < self.period:
             return None

@@ -29,6 +29,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from meridian_common.indicators.ring import in_order, push
+
 HOURLY_ANNUALIZATION = math.sqrt(24 * 365)
 
 
@@ -60,14 +62,10 @@ class RealizedVol:
         if prev is None:
             return None
         r = math.log(close / prev)
+        self.slot, _ = push(self.returns, self.slot, self.window, r)
         if len(self.returns) < self.window:
-            self.returns.append(r)
-            if len(self.returns) < self.window:
-                return None
-        else:
-            self.returns[self.slot] = r
-            self.slot = (self.slot + 1) % self.window
-        ordered = self.returns[self.slot:] + self.returns[:self.slot]
+            return None
+        ordered = in_order(self.returns, self.slot)
         total = 0.0
         for value in ordered:
             total += value

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from meridian_common.indicators.ring import push
+
 
 def _check_period(period: int) -> None:
     if period < 1:
@@ -33,12 +35,9 @@ class Roc:
         _check_period(self.period)
 
     def update(self, x: float) -> float | None:
-        if len(self.window) < self.period:
-            self.window.append(x)
+        self.slot, prior = push(self.window, self.slot, self.period, x)
+        if prior is None:
             return None
-        prior = self.window[self.slot]
-        self.window[self.slot] = x
-        self.slot = (self.slot + 1) % self.period
         if prior == 0.0:
             return 0.0
         return (x / prior - 1.0) * 100.0

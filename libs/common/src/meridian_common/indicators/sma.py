@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from meridian_common.indicators.ring import push
+
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -36,13 +38,10 @@ class Sma:
 
     def update(self, x: float) -> float | None:
         window = self.window
-        if len(window) < self.period:
-            window.append(x)
+        self.index, old = push(window, self.index, self.period, x)
+        if old is None:
             self.total += x
             return self.total / self.period if len(window) == self.period else None
-        old = window[self.index]
-        window[self.index] = x
-        self.index = (self.index + 1) % self.period
         if self.index == 0:
             self.total = sum(window)  # resync: drop the rounding the running sum gathered
         else:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from meridian_common.indicators.ring import push
+
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -41,14 +43,11 @@ class Wma:
 
     def update(self, x: float) -> float | None:
         window, n = self.window, self.period
-        if len(window) < n:
-            window.append(x)
+        self.index, old = push(window, self.index, n, x)
+        if old is None:
             self.total += x
             self.weighted += len(window) * x
             return self.weighted / self.divisor if len(window) == n else None
-        old = window[self.index]
-        window[self.index] = x
-        self.index = (self.index + 1) % n
         if self.index == 0:  # ring wrapped: buffer is in time order, resync both sums
             self.total = sum(window)
             self.weighted = sum((i + 1) * v for i, v in enumerate(window))

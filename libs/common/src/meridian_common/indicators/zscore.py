@@ -31,6 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from meridian_common.indicators.ring import in_order, push
+
 
 def _check_period(period: int) -> None:
     if period < 2:
@@ -47,14 +49,10 @@ class ZScore:
         _check_period(self.period)
 
     def update(self, x: float) -> float | None:
+        self.slot, _ = push(self.window, self.slot, self.period, x)
         if len(self.window) < self.period:
-            self.window.append(x)
-            if len(self.window) < self.period:
-                return None
-        else:
-            self.window[self.slot] = x
-            self.slot = (self.slot + 1) % self.period
-        ordered = self.window[self.slot:] + self.window[:self.slot]
+            return None
+        ordered = in_order(self.window, self.slot)
         if max(ordered) == min(ordered):
             return 0.0
         total = 0.0

@@ -1,0 +1,27 @@
+"""A fixed-size window kept as a plain list plus the slot of its oldest value.
+
+Why a list and an index instead of collections.deque: the state must stay plain data
+(`dataclasses.asdict` → JSON → back) so an indicator restores exactly mid-stream, and the
+physical order of the list is part of some results (CCI sums its window in TA-Lib's ring order).
+"""
+
+from __future__ import annotations
+
+
+def push(window: list[float], slot: int, size: int, x: float) -> tuple[int, float | None]:
+    """Add `x`; until the window holds `size` values it grows, then `x` replaces the oldest.
+
+    Returns the new slot (where the oldest value now is) and the value pushed out, or None
+    while the window was still filling.
+    """
+    if len(window) < size:
+        window.append(x)
+        return slot, None
+    evicted = window[slot]
+    window[slot] = x
+    return (slot + 1) % size, evicted
+
+
+def in_order(window: list[float], slot: int) -> list[float]:
+    """The window's values oldest first."""
+    return window[slot:] + window[:slot]
