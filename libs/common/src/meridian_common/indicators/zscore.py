@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from meridian_common.indicators.ring import in_order, push
+from meridian_common.indicators.ring import in_order, mean_and_squares, push
 
 
 def _check_period(period: int) -> None:
@@ -55,14 +55,7 @@ class ZScore:
         ordered = in_order(self.window, self.slot)
         if max(ordered) == min(ordered):
             return 0.0
-        total = 0.0
-        for value in ordered:
-            total += value
-        mean = total / self.period
-        squares = 0.0
-        for value in ordered:
-            deviation = value - mean
-            squares += deviation * deviation
+        mean, squares = mean_and_squares(ordered)
         std = math.sqrt(squares / self.period)
         return 0.0 if std == 0.0 else (x - mean) / std
 
