@@ -92,8 +92,11 @@ def main(ns: argparse.Namespace) -> int:
     print(f"{'pipeline':<32}{'candles':>10}{'seconds':>10}{'candles/s':>12}{'vs embedded':>13}")
     for name, n, secs in rows:
         print(f"{name:<32}{n:>10,}{secs:>10.2f}{n / secs:>12,.0f}{base / secs:>12.2f}x")
-    if not ns.no_ingest:
-        from meridian_cli import bench_ingest
+    from meridian_cli import bench_features
 
-        return bench_ingest.main(kafka=not ns.no_kafka)
-    return 0
+    code = bench_features.main()
+    if code or ns.no_ingest:
+        return code
+    from meridian_cli import bench_ingest
+
+    return bench_ingest.main(kafka=not ns.no_kafka)
