@@ -66,8 +66,7 @@ class Leases:
             return True
         return False
 
-    async def acquire_all(self, symbols: Iterable[str], retry_s: float = 1.0,
-                          on_acquired: asyncio.Queue[str] | None = None) -> None:
+    async def acquire_all(self, symbols: Iterable[str], retry_s: float = 1.0) -> None:
         """Take every lock, waiting for those another replica still holds."""
         waiting = [s for s in symbols if s not in self.held]
         announced = False
@@ -75,8 +74,6 @@ class Leases:
             for symbol in list(waiting):
                 if await self.try_acquire(symbol):
                     waiting.remove(symbol)
-                    if on_acquired is not None:
-                        on_acquired.put_nowait(symbol)
             if waiting:
                 if not announced:
                     log.info("waiting for symbols another replica still owns",
