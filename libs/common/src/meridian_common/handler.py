@@ -70,6 +70,10 @@ class Handler:
     name: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]]
     outputs: ClassVar[tuple[str, ...]]
+    # True when the handler's state is a function of its inputs alone (and of no other store):
+    # the host then rebuilds it on start by replaying every input partition up to the group's
+    # committed offset, outputs discarded, so a restart resumes exactly where the state was.
+    rebuild_from_inputs: ClassVar[bool] = False
 
     async def start(self) -> None:
         """Load state (e.g. from the database) before the first message."""

@@ -52,15 +52,18 @@ class TopicSpec:
     sparse: bool = False
     # Single-partition topics keep a total order (control commands).
     partitions: int | None = None
+    # History topics are never deleted by time: a service whose state is a function of its
+    # inputs rebuilds that state on start by replaying them (market data is small).
+    history: bool = False
 
 
 TOPICS: dict[str, TopicSpec] = {
     spec.name: spec
     for spec in (
         TopicSpec(CANDLE, candle_pb2.Candle, "ingest", ("features", "execution", "ledger"),
-                  "exchange:symbol"),
+                  "exchange:symbol", history=True),
         TopicSpec(FUNDING, funding_pb2.FundingRate, "ingest", ("features", "ledger"),
-                  "exchange:symbol"),
+                  "exchange:symbol", history=True),
         TopicSpec(FEATURES, features_pb2.Features, "features", ("signals",), "exchange:symbol"),
         TopicSpec(SIGNAL, signal_pb2.Signal, "signals", ("risk",), "exchange:symbol", sparse=True),
         TopicSpec(RISK_DECISION, risk_decision_pb2.RiskDecision, "risk", ("audit",),

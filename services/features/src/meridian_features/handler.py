@@ -38,6 +38,9 @@ class FeaturesHandler(Handler):
     name = "features"
     inputs = (topics.CANDLE,)
     outputs = (topics.FEATURES,)
+    # Indicator state is a function of each symbol's candles: rebuilt from md.candle.v1 (kept
+    # forever) up to the committed offset on start, so a restart continues exactly.
+    rebuild_from_inputs = True
 
     def __init__(self, settings: FeaturesSettings) -> None:
         self.settings = settings

@@ -41,6 +41,7 @@ class TopicConfig:
     name: str
     partitions: int
     compacted: bool = False
+    history: bool = False  # keep every record (no time-based deletion)
 
 
 @lru_cache(maxsize=65536)
@@ -71,6 +72,10 @@ class Consumer(ABC):
     @abstractmethod
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Record, per partition, the offset of the next record to read after a restart."""
+
+    @abstractmethod
+    async def committed(self, topic: str, partition: int) -> int:
+        """The group's committed offset of a partition (0 when the group has none)."""
 
     async def stop(self) -> None:
         return None

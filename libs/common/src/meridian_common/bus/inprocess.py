@@ -48,10 +48,14 @@ class InProcessBus(Bus):
         # Every group that ever read a topic, live or stopped: a stopped group will resume from
         # its committed offset, so nothing it has not committed may be trimmed.
         self._groups: dict[str, set[str]] = {}
+        # History topics keep every record, as Kafka does with retention.ms=-1.
+        self._history: set[str] = set()
 
     async def ensure_topics(self, topics: Iterable[TopicConfig]) -> None:
         for t in topics:
             self._logs.setdefault(t.name, [_Log() for _ in range(t.partitions)])
+            if t.history:
+                self._history.add(t.name)
 
     def _topic(self, name: str) -> list[_Log]:
         logs = self._logs.get(name)
@@ -89,7 +93,7 @@ class InProcessBus(Bus):
     def _maybe_trim(self, topic: str, partition: int) -> None:
         log = self._logs[topic][partition]
         groups = self._groups.get(topic, ())
-        if not groups:
+        if not groups or topic in self._history:
             return
         low = min(self.committed(g, topic, partition) for g in groups)
         if low - log.base >= _TRIM_EVERY:
@@ -182,6 +186,9 @@ class InProcessConsumer(Consumer):
         finally:
             self.idle = False
         return self._take(max_records)
+
+    async def committed(self, topic: str, partition: int) -> int:
+        return self.bus.committed(self.group, topic, partition)
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.bus.commit(self.group, offsets)

@@ -21,6 +21,14 @@ from meridian_common.bus.base import Bus, Consumer, Headers, Producer, Record, T
 log = logging.getLogger(__name__)
 
 
+def _topic_settings(config: TopicConfig) -> dict[str, str]:
+    if config.compacted:
+        return {"cleanup.policy": "compact"}
+    if config.history:
+        return {"retention.ms": "-1"}
+    return {}
+
+
 class KafkaBus(Bus):
     def __init__(self, bootstrap: str, client_id: str = "meridian") -> None:
         self.bootstrap = bootstrap
@@ -34,11 +42,8 @@ class KafkaBus(Bus):
             wanted = [t for t in topics if t.name not in existing]
             if not wanted:
                 return
-            new = [
-                NewTopic(t.name, t.partitions, 1,
-                         topic_configs={"cleanup.policy": "compact"} if t.compacted else {})
-                for t in wanted
-            ]
+            new = [NewTopic(t.name, t.partitions, 1, topic_configs=_topic_settings(t))
+                   for t in wanted]
             with contextlib.suppress(TopicAlreadyExistsError):  # a peer created it first
                 await admin.create_topics(new)
             log.info("created topics", extra={"topics": [t.name for t in wanted]})
@@ -164,10 +169,18 @@ class KafkaConsumer(Consumer):
         )
         self._started = False
 
-    async def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+    async def _start(self) -> None:
         if not self._started:
             await self._consumer.start()
             self._started = True
+
+    async def committed(self, topic: str, partition: int) -> int:
+        await self._start()
+        offset = await self._consumer.committed(TopicPartition(topic, partition))
+        return int(offset or 0)
+
+    async def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        await self._start()
         batches = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000),
                                                max_records=max_records)
         out: list[Record] = []
