@@ -150,3 +150,29 @@ def test_messages_with_other_columns_are_refused() -> None:
                                 values=[features_pb2.FeatureValue(name="rsi", value=1.0)])
     with pytest.raises(ValueError, match="columns"):
         rows_from_messages([bad], TREND_V2)
+
+
+@pytest.mark.parametrize("cut", [100, 5_000, 20_001])
+def test_no_row_at_or_before_t_depends_on_later_candles(data: dict[str, Series],
+                                                        cut: int) -> None:
+    """Look-ahead guard for both forms: change every candle after row `cut` (prices scaled,
+    volumes changed, every 7th candle dropped) and no row up to `cut` may change. The batch
+    form is the one at risk (vectorized windows, the 4h bucket mapping); the streaming form
+    must not change by a single bit."""
+    s = data["ETHUSDT"]
+    funding, cross = _context(data, "ETHUSDT")
+    base = feature_matrix(s["t"], s["h"], s["l"], s["c"], s["v"], funding_last=funding,
+                          btc_ret_1=cross)
+    keep = np.ones(s["t"].size, dtype=bool)
+    keep[cut + 1::7] = False
+    scale = np.where(np.arange(s["t"].size) > cut, 1.37, 1.0)
+    mutated = {"t": s["t"][keep], "h": (s["h"] * scale)[keep], "l": (s["l"] * scale)[keep],
+               "c": (s["c"] * scale)[keep], "v": (s["v"] * np.where(scale > 1.0, 3.0, 1.0))[keep]}
+    changed = feature_matrix(mutated["t"], mutated["h"], mutated["l"], mutated["c"],
+                             mutated["v"], funding_last=funding[keep], btc_ret_1=cross[keep])
+    np.testing.assert_array_equal(changed[:cut + 1], base[:cut + 1])
+    later = ~np.isnan(base[cut + 2:cut + 50]) & ~np.isnan(changed[cut + 2:cut + 50])
+    assert later.any()
+    assert not np.array_equal(changed[cut + 2:cut + 50][later], base[cut + 2:cut + 50][later])
+    streamed = _streamed({k: v for k, v in mutated.items()}, funding[keep], cross[keep])
+    np.testing.assert_array_equal(streamed[:cut + 1], _streamed(s, funding, cross)[:cut + 1])
