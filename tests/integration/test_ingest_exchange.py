@@ -9,8 +9,6 @@ source files row for row.
 from __future__ import annotations
 
 import asyncio
-import csv
-import gzip
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -21,7 +19,7 @@ import pytest
 from meridian.v1 import candle_pb2, funding_pb2
 from meridian_common import codec, config, topics
 from meridian_common.bus.kafka import KafkaBus
-from meridian_common.marketdata import CsvCandleSource, default_data_dir
+from meridian_common.marketdata import CsvCandleSource, CsvFundingSource, default_data_dir
 from meridian_fake_exchange import FakeClock, FakeExchange
 from meridian_ingest import commands
 from meridian_ingest.exchange.client import ConfigurationError, ExchangeCallError
@@ -41,12 +39,10 @@ def source_rows(symbol: str, start_ms: int, end_ms: int) -> list[Row]:
 
 
 def source_funding(symbol: str, start_ms: int, end_ms: int) -> list[tuple[int, Decimal]]:
-    path = default_data_dir() / f"{symbol}-funding-8h.csv.gz"
-    if not path.exists():
+    source = CsvFundingSource(default_data_dir(), symbol)
+    if not source.exists():
         return []
-    with gzip.open(path, "rt") as fh:
-        return [(int(r["timestamp"]), Decimal(r["funding_rate"])) for r in csv.DictReader(fh)
-                if start_ms <= int(r["timestamp"]) <= end_ms]
+    return [(t, Decimal(rate)) for t, rate in source.rows(start_ms, end_ms)]
 
 
 def table_rows(url: str, symbol: str, venue: str = VENUE) -> list[Row]:

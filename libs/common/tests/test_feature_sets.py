@@ -5,8 +5,6 @@ batch rows or the features.v1 messages into the same training matrix."""
 
 from __future__ import annotations
 
-import csv
-import gzip
 import math
 
 import numpy as np
@@ -25,7 +23,7 @@ from meridian_common.features import (
     rows_from_messages,
 )
 from meridian_common.features.batch import h4_completion
-from meridian_common.marketdata import CsvCandleSource, default_data_dir
+from meridian_common.marketdata import CsvCandleSource, CsvFundingSource, default_data_dir
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "LTCUSDT")
 HOUR = 3_600_000
@@ -41,12 +39,9 @@ def _load(symbol: str) -> Series:
 
 
 def _funding(symbol: str) -> tuple[np.ndarray, np.ndarray]:
-    path = default_data_dir() / f"{symbol}-funding-8h.csv.gz"
-    if not path.exists():
-        return np.array([], dtype=np.int64), np.array([])
-    with gzip.open(path, "rt") as fh:
-        rows = [(int(r["timestamp"]), float(r["funding_rate"])) for r in csv.DictReader(fh)]
-    return np.array([t for t, _ in rows], dtype=np.int64), np.array([x for _, x in rows])
+    source = CsvFundingSource(default_data_dir(), symbol)
+    rows = list(source.rows()) if source.exists() else []
+    return np.array([t for t, _ in rows], dtype=np.int64), np.array([float(x) for _, x in rows])
 
 
 @pytest.fixture(scope="module")

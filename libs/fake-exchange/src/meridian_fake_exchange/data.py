@@ -9,8 +9,6 @@ windows.
 
 from __future__ import annotations
 
-import csv
-import gzip
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -18,9 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
-from meridian_common.marketdata import CsvCandleSource, RawCandle, timeframe_ms
-
-_FUNDING_HEADER = ["timestamp", "funding_rate"]
+from meridian_common.marketdata import CsvCandleSource, CsvFundingSource, RawCandle, timeframe_ms
 
 
 def _decimals(value: str) -> int:
@@ -91,21 +87,13 @@ def load_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries | 
 @lru_cache(maxsize=64)
 def load_funding(data_dir: Path, symbol: str) -> FundingSeries | None:
     """The settlements from `SYMBOL-funding-8h.csv.gz`, or None when there is no such file."""
-    path = data_dir / f"{symbol}-funding-8h.csv.gz"
-    if not path.is_file():
+    source = CsvFundingSource(data_dir, symbol)
+    if not source.exists():
         return None
     rows: list[FundingRow] = []
-    with gzip.open(path, "rt", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header != _FUNDING_HEADER:
-            raise ValueError(f"{path}: header {header} is not {_FUNDING_HEADER}")
-        for line_no, row in enumerate(reader, start=2):
-            ts = int(row[0])
-            if rows and ts <= rows[-1].time_ms:
-                raise ValueError(f"{path}:{line_no}: timestamp {ts} out of order")
-            Decimal(row[1])  # validates the number; the string itself is served
-            rows.append(FundingRow(ts, row[1]))
+    for ts, rate in source.rows():
+        Decimal(rate)  # validates the number; the string itself is served
+        rows.append(FundingRow(ts, rate))
     return FundingSeries(symbol, [r.time_ms for r in rows], rows)
 
 

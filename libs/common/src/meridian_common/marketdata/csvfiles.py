@@ -61,3 +61,39 @@ class CsvCandleSource:
                 if end_ms is not None and ts >= end_ms:
                     break
                 yield RawCandle(ts, row[1], row[2], row[3], row[4], row[5])
+
+
+_FUNDING_HEADER = ["timestamp", "funding_rate"]
+
+
+@dataclass(frozen=True, slots=True)
+class CsvFundingSource:
+    """The shared funding files (`SYMBOL-funding-8h.csv.gz`, header timestamp,funding_rate with
+    the settlement time in epoch ms UTC and the per-interval rate as a decimal string)."""
+
+    data_dir: Path
+    symbol: str
+
+    @property
+    def path(self) -> Path:
+        return self.data_dir / f"{self.symbol}-funding-8h.csv.gz"
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def rows(self, start_ms: int | None = None,
+             end_ms: int | None = None) -> Iterator[tuple[int, str]]:
+        """(settlement ms, rate) with start_ms <= time <= end_ms, ascending; validates order."""
+        with gzip.open(self.path, "rt", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header != _FUNDING_HEADER:
+                raise ValueError(f"{self.path}: header {header} is not {_FUNDING_HEADER}")
+            previous = None
+            for line_no, row in enumerate(reader, start=2):
+                ts = int(row[0])
+                if previous is not None and ts <= previous:
+                    raise ValueError(f"{self.path}:{line_no}: timestamp {ts} out of order")
+                previous = ts
+                if (start_ms is None or ts >= start_ms) and (end_ms is None or ts <= end_ms):
+                    yield ts, row[1]
