@@ -129,45 +129,39 @@ class ServiceHost:
                     if not records:
                         break
                     for record in records:
-                        self._replay_one(logical, record, scratch)
+                        # a record that fails was dead-lettered when it was first consumed
+                        self._handle_one(logical, record, scratch)
                     scratch.drain()
                     replayed += len(records)
                     offset = records[-1].offset + 1
         log.info("state rebuilt from inputs", extra={
             "records": replayed, "seconds": round(time.perf_counter() - started, 3)})
 
-    def _replay_one(self, logical: str, record: Record, scratch: Outbox) -> None:
-        if not record.key:
-            return
+    def _handle_one(self, logical: str, record: Record, out: Outbox) -> str | None:
+        """Decode one record and hand it to the handler; the reason if it must be dead-lettered."""
         try:
+            if not record.key:
+                raise codec.MalformedMessage("record has no key")
             message = codec.decode(logical, record.value, record.header(codec.TYPE_HEADER))
             inbound = Inbound(logical, record.key.decode(), message,
                               (record.topic, record.partition, record.offset))
             self.clock.advance(inbound.event_time_ms)
-            self.handler.handle(inbound, scratch)
-        except (codec.MalformedMessage, InvalidMessage, UnicodeDecodeError):
-            return  # dead-lettered when it was first consumed
+            self.handler.handle(inbound, out)
+        except (codec.MalformedMessage, InvalidMessage, UnicodeDecodeError) as exc:
+            return str(exc)
+        return None
 
     def _handle_batch(self, records: list[Record], out: Outbox,
                       consumed: dict[tuple[str, int], int]) -> list[tuple[Record, str]]:
-        handle = self.handler.handle
         dead: list[tuple[Record, str]] = []
         counts: dict[str, int] = {}
         for record in records:
             topic = self._logical[record.topic]
             counts[topic] = counts.get(topic, 0) + 1
             consumed[(record.topic, record.partition)] = record.offset + 1
-            try:
-                if not record.key:
-                    raise codec.MalformedMessage("record has no key")
-                message = codec.decode(topic, record.value, record.header(codec.TYPE_HEADER))
-                key = record.key.decode()
-                inbound = Inbound(topic, key, message,
-                                  (record.topic, record.partition, record.offset))
-                self.clock.advance(inbound.event_time_ms)
-                handle(inbound, out)
-            except (codec.MalformedMessage, InvalidMessage, UnicodeDecodeError) as exc:
-                dead.append((record, str(exc)))
+            reason = self._handle_one(topic, record, out)
+            if reason is not None:
+                dead.append((record, reason))
         for topic, n in counts.items():
             self.sensor.consumed(topic, n)
         self.sensor.event_time(self.clock.now_ms())
