@@ -19,7 +19,7 @@ import pytest
 from meridian.v1 import features_pb2
 from meridian_common import codec, config, topics
 from meridian_common.bus.kafka import KafkaBus
-from meridian_common.handler import Inbound, Outbox
+from meridian_common.testing import features_by_candle, feed
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 from meridian_ingest import commands
@@ -99,12 +99,8 @@ async def test_kill_9_twice_mid_stream_changes_no_feature(
         proc.terminate()
         proc.wait(timeout=30)
 
-    reference = FeaturesHandler(FeaturesSettings())
-    out = Outbox("features")
-    for i, c in enumerate(candles):
-        reference.handle(Inbound(topics.CANDLE, f"{c.exchange}:{c.symbol}", c,
-                                 (topics.CANDLE, 0, i)), out)
-    expected = {(m.symbol, m.candle_open_time_ms): codec.encode(m)[0] for _, _, m in out.items}
+    expected = features_by_candle(feed(FeaturesHandler(FeaturesSettings()), topics.CANDLE,
+                                       candles))
     published = await _features(bus, topic_prefix)
     for msg in published:  # every copy, duplicates included, equals the uninterrupted row
         assert codec.encode(msg)[0] == expected[(msg.symbol, msg.candle_open_time_ms)]

@@ -7,7 +7,7 @@ import contextlib
 import pytest
 
 from meridian.v1 import candle_pb2, common_pb2, features_pb2
-from meridian_common import codec, topics
+from meridian_common import codec, testing, topics
 from meridian_common.handler import Inbound, InvalidMessage, Outbox
 from meridian_common.indicators import Ema, Rsi
 from meridian_common.marketdata import CsvCandleSource, RawCandle, default_data_dir, make_candle
@@ -35,11 +35,7 @@ def candles(symbol: str = "BTCUSDT", n: int = 150) -> list[candle_pb2.Candle]:
 
 
 def feed(handler: FeaturesHandler, items: list[candle_pb2.Candle]) -> list[tuple[str, str, object]]:
-    out = Outbox(handler.name)
-    for i, c in enumerate(items):
-        handler.handle(Inbound(topics.CANDLE, f"{c.exchange}:{c.symbol}", c,
-                               ("md.candle.v1", 0, i)), out)
-    return out.items
+    return list(testing.feed(handler, topics.CANDLE, items))
 
 
 def test_one_features_per_candle_with_values_equal_to_indicators() -> None:

@@ -12,13 +12,14 @@ from decimal import Decimal
 import pytest
 
 from meridian.v1 import candle_pb2
-from meridian_common import codec, topics
-from meridian_common.handler import Inbound, Outbox
+from meridian_common import topics
 from meridian_common.marketdata import CsvCandleSource, RawCandle, default_data_dir, make_candle
+from meridian_common.testing import features_by_candle, feed
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 
 N = 600
+HOUR = 3_600_000
 
 
 def _rows(symbol: str) -> list[RawCandle]:
@@ -51,13 +52,7 @@ def _stream(cut_ms: int | None) -> list[candle_pb2.Candle]:
 
 
 def _features(stream: list[candle_pb2.Candle]) -> dict[tuple[str, int], bytes]:
-    handler = FeaturesHandler(FeaturesSettings())
-    out = Outbox(handler.name)
-    for i, c in enumerate(stream):
-        handler.handle(Inbound(topics.CANDLE, f"{c.exchange}:{c.symbol}", c,
-                               (topics.CANDLE, 0, i)), out)
-    return {(msg.symbol, msg.meta.event_time_ms): codec.encode(msg)[0]  # type: ignore[attr-defined]
-            for _, _, msg in out.items}
+    return features_by_candle(feed(FeaturesHandler(FeaturesSettings()), topics.CANDLE, stream))
 
 
 @pytest.mark.parametrize("cut_index", [60, 333, 599])
@@ -66,8 +61,8 @@ def test_no_feature_at_or_before_t_changes_when_the_future_changes(cut_index: in
     cut_ms = base_stream[cut_index].close_time_ms
     base = _features(base_stream)
     changed = _features(_stream(cut_ms))
-    past = {k: v for k, v in base.items() if k[1] <= cut_ms}
+    past = {k: v for k, v in base.items() if k[1] + HOUR <= cut_ms}  # closed by t
     assert past, "the cut must leave some history"
     assert {k: changed[k] for k in past} == past
-    future = [k for k in base if k[1] > cut_ms]
+    future = [k for k in base if k[1] + HOUR > cut_ms]
     assert any(base[k] != changed.get(k) for k in future), "the mutation must be visible later"

@@ -9,10 +9,10 @@ import asyncio
 from meridian.v1 import features_pb2
 from meridian_common import codec, host, topics
 from meridian_common.bus.inprocess import InProcessBus
-from meridian_common.handler import Inbound, Outbox
 from meridian_common.host import ServiceHost, all_topic_configs, publish
 from meridian_common.marketdata import CsvCandleSource, default_data_dir, make_candle
 from meridian_common.metrics import NullSensor
+from meridian_common.testing import features_by_candle, feed
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 
@@ -69,12 +69,8 @@ async def test_restart_with_empty_memory_continues_exactly() -> None:
     restarted = await _run_until_consumed(bus, len(candles))
     assert restarted.handled == len(second)  # the new run consumed only what was left
 
-    reference = FeaturesHandler(FeaturesSettings())
-    out = Outbox("features")
-    for i, c in enumerate(candles):
-        reference.handle(Inbound(topics.CANDLE, f"{c.exchange}:{c.symbol}", c,
-                                 (topics.CANDLE, 0, i)), out)
-    expected = {(m.symbol, m.candle_open_time_ms): codec.encode(m)[0] for _, _, m in out.items}
+    expected = features_by_candle(feed(FeaturesHandler(FeaturesSettings()), topics.CANDLE,
+                                       candles))
     got = _by_key(bus)
     assert got == expected
     ready_after_restart = [k for k in got if k in {(c.symbol, c.open_time_ms) for c in second}]
@@ -92,10 +88,6 @@ async def test_without_rebuild_a_restart_would_differ(monkeypatch) -> None:
     await _run_until_consumed(bus, 350)
     await _publish(bus, candles[350:])
     await _run_until_consumed(bus, len(candles))
-    reference = FeaturesHandler(FeaturesSettings())
-    out = Outbox("features")
-    for i, c in enumerate(candles):
-        reference.handle(Inbound(topics.CANDLE, f"{c.exchange}:{c.symbol}", c,
-                                 (topics.CANDLE, 0, i)), out)
-    expected = {(m.symbol, m.candle_open_time_ms): codec.encode(m)[0] for _, _, m in out.items}
+    expected = features_by_candle(feed(FeaturesHandler(FeaturesSettings()), topics.CANDLE,
+                                       candles))
     assert _by_key(bus) != expected

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from google.protobuf.message import Message
+
+from meridian_common import codec, topics
+from meridian_common.handler import Handler, Inbound, Outbox
+
 T = TypeVar("T")
+OutItem = tuple[str, str, Message]
 
 
 def interleave(a: Sequence[T], b: Sequence[T], picks: Sequence[bool]) -> list[T]:
@@ -65,3 +71,21 @@ def worst_relative(got: Sequence[float | None], want: Sequence[float | None],
         assert w is not None
         worst = max(worst, abs(g - w) / max(abs(w), floor))
     return worst
+
+
+# -- running a handler without a host -----------------------------------------------------------
+
+def feed(handler: Handler, topic: str, messages: Iterable[Message]) -> list[OutItem]:
+    """Hand market messages (keyed exchange:symbol) to a handler in order, as a host would with
+    one partition; returns what it emitted. The uninterrupted reference run of restart tests."""
+    out = Outbox(handler.name)
+    for offset, message in enumerate(messages):
+        key = topics.market_key(message.exchange, message.symbol)  # type: ignore[attr-defined]
+        handler.handle(Inbound(topic, key, message, (topic, 0, offset)), out)
+    return out.items
+
+
+def features_by_candle(items: Iterable[OutItem]) -> dict[tuple[str, int], bytes]:
+    """Emitted features.v1 messages by (symbol, candle open time), as encoded bytes."""
+    return {(m.symbol, m.candle_open_time_ms): codec.encode(m)[0]  # type: ignore[attr-defined]
+            for t, _, m in items if t == topics.FEATURES}
