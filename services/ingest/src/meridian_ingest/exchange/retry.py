@@ -67,7 +67,7 @@ class Budget:
 
 
 class RetryStats:
-    """Counts retries per error class (the bench and metrics read it)."""
+    """Counts retries per error class (kept on MarketData; issue 9's metrics will export it)."""
 
     def __init__(self) -> None:
         self.retries: dict[str, int] = {}
