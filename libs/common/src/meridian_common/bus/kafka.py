@@ -142,9 +142,15 @@ class KafkaProducer(Producer):
         """Wait for every record sent before this call, including those of other tasks sharing
         the producer (a concurrent flusher must not take them away from this one's wait)."""
         pending = list(self._pending)
-        if pending:
-            await asyncio.gather(*pending)
-            self._pending = [f for f in self._pending if not f.done()]
+        if not pending:
+            return
+        # asyncio.wait, not gather: a flusher cancelled mid-wait (a task stopped at shutdown)
+        # must not cancel the shared delivery futures that other flushers are waiting on.
+        await asyncio.wait(pending)
+        self._pending = [f for f in self._pending if not f.done()]
+        for fut in pending:
+            if fut.exception() is not None:
+                raise fut.exception()  # type: ignore[misc]
 
     async def stop(self) -> None:
         if self._started:
