@@ -153,11 +153,11 @@ def test_secret_not_in_unknown_key_error() -> None:
 
 
 def test_model_level_error_is_a_config_error() -> None:
-    from meridian_features.settings import FeaturesSettings
+    from meridian_risk.settings import RiskSettings
 
-    with pytest.raises(ConfigError, match="ema_fast"):
-        config.load(FeaturesSettings, environ={"MERIDIAN_FEATURES_EMA_FAST": "60",
-                                               "MERIDIAN_FEATURES_EMA_SLOW": "50"})
+    with pytest.raises(ConfigError, match="min_order_notional"):
+        config.load(RiskSettings, environ={"MERIDIAN_RISK_MIN_ORDER_NOTIONAL": "600",
+                                           "MERIDIAN_RISK_ORDER_NOTIONAL": "500"})
 
 
 def test_settings_are_frozen() -> None:

@@ -82,7 +82,7 @@ async def new_bus(prefix: str = "") -> InProcessBus:
 
 
 def features_settings() -> FeaturesSettings:
-    return FeaturesSettings(ema_fast=2, ema_slow=3, rsi_period=2)
+    return FeaturesSettings()
 
 
 @pytest.mark.parametrize("prefix", ["", "run-7."])

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from meridian.v1 import candle_pb2
+from meridian.v1 import candle_pb2, common_pb2
 from meridian_common import codec, config, topics
 from meridian_common.bus import partition_for
 from meridian_common.bus.inprocess import InProcessBus
@@ -165,3 +165,54 @@ async def test_paced_replay_follows_the_event_clock_scaled_by_speed() -> None:
     gaps = [b - a for a, b in itertools.pairwise(sent_at)]
     assert all(g >= 0.095 for g in gaps), gaps
     assert [r.offset for r in bus.read(topics.CANDLE)] == [0, 1, 2, 3]
+
+
+def test_replay_stream_starts_each_symbol_with_a_watermark_at_its_first_open() -> None:
+    stream = list(sources.replay_stream("binance", "1h", {
+        "LTCUSDT": iter([raw(i, "50") for i in range(4)]),
+        "BTCUSDT": iter([raw(i, "30000") for i in range(2, 4)]),
+        "ETHUSDT": iter([])}))  # no candles: no watermark either
+    heads = stream[:2]
+    assert all(isinstance(item, sources.Routed) for item in heads)
+    assert [(h.topic, h.key, h.message.event_time_ms) for h in heads] == [  # type: ignore[union-attr]
+        (topics.CANDLE, "binance:LTCUSDT", T0), (topics.CANDLE, "binance:BTCUSDT", T0 + 2 * HOUR)]
+    candles = stream[2:]
+    assert candles == list(sources.merged("binance", "1h", {
+        "LTCUSDT": iter([raw(i, "50") for i in range(4)]),
+        "BTCUSDT": iter([raw(i, "30000") for i in range(2, 4)])}))
+
+
+def test_replay_stream_interleaves_funding_settled_by_each_close() -> None:
+    settlements = [(T0 - 5 * HOUR, "0.0001"), (T0 + 3 * HOUR, "0.0002"),
+                   (T0 + 11 * HOUR, "0.0003")]  # the last one is after the last close
+    stream = list(sources.replay_stream("bybit-linear", "1h",
+                                        {"ETHUSDT": iter([raw(i, "2000") for i in range(4)])},
+                                        {"ETHUSDT": iter(settlements)}))[1:]
+    shape = []
+    for item in stream:
+        if isinstance(item, candle_pb2.Candle):
+            shape.append(("candle", item.close_time_ms - T0))
+        elif isinstance(item.message, common_pb2.Watermark):
+            assert item.topic == topics.FUNDING
+            shape.append(("funding-wm", item.message.event_time_ms - T0))
+        else:
+            assert item.topic == topics.FUNDING
+            shape.append(("funding", item.message.funding_time_ms - T0))  # type: ignore[attr-defined]
+    assert shape == [
+        ("funding", -5 * HOUR), ("candle", HOUR), ("funding-wm", HOUR),
+        ("candle", 2 * HOUR), ("funding-wm", 2 * HOUR),
+        ("funding", 3 * HOUR), ("candle", 3 * HOUR), ("funding-wm", 3 * HOUR),
+        ("candle", 4 * HOUR), ("funding-wm", 4 * HOUR)]
+
+
+async def test_replay_publishes_routed_items_and_counts_candles() -> None:
+    bus = InProcessBus(3)
+    await bus.ensure_topics(all_topic_configs("x.", 3))
+    stream = sources.replay_stream("bybit-linear", "1h",
+                                   {"ETHUSDT": iter([raw(i, "2000") for i in range(3)])},
+                                   {"ETHUSDT": iter([(T0 + HOUR, "0.0001")])})
+    assert await replay(stream, bus.producer(), "x.") == 3
+    assert len(bus.read("x." + topics.CANDLE)) == 4  # 3 candles + the start watermark
+    funding = [codec.decode(topics.FUNDING, r.value, r.header(codec.TYPE_HEADER))
+               for r in bus.read("x." + topics.FUNDING)]
+    assert [type(m).__name__ for m in funding] == ["FundingRate"] + ["Watermark"] * 3

@@ -27,11 +27,12 @@ def features(i: int, fast: float | None = None, slow: float | None = None,
         meta=common_pb2.Meta(id=f"feat:binance:BTCUSDT:1h:{open_ms}:r0",
                              cause_id=f"binance:BTCUSDT:1h:{open_ms}:r0",
                              event_time_ms=open_ms + HOUR, producer="features"),
-        exchange="binance", symbol="BTCUSDT", timeframe="1h", feature_set="trend-basic",
-        candle_open_time_ms=open_ms, close=close, ready=fast is not None)
+        exchange="binance", symbol="BTCUSDT", timeframe="1h", feature_set="trend",
+        feature_set_version="2.0.0", candle_open_time_ms=open_ms, close=close,
+        ready=fast is not None)
     if fast is not None:
-        f.values.extend([features_pb2.FeatureValue(name="ema_fast", value=fast),
-                         features_pb2.FeatureValue(name="ema_slow", value=slow or 0.0),
+        ratio = fast / (slow or 1.0) - 1.0
+        f.values.extend([features_pb2.FeatureValue(name="ema_ratio", value=ratio),
                          features_pb2.FeatureValue(name="rsi", value=rsi)])
     return f
 
@@ -110,19 +111,19 @@ def test_watermark_input_is_forwarded() -> None:
 def test_ready_features_without_values_are_invalid() -> None:
     f = features(0)
     f.ready = True
-    with pytest.raises(InvalidMessage, match="ema_fast"):
+    with pytest.raises(InvalidMessage, match="ema_ratio"):
         run(SignalsHandler(SignalsSettings()), [f])
 
 
 def test_one_output_per_input_and_deterministic_ids_on_real_data() -> None:
     source = CsvCandleSource(default_data_dir(), "BTCUSDT", "1h")
-    fh = FeaturesHandler(FeaturesSettings(ema_fast=5, ema_slow=13, rsi_period=7))
+    fh = FeaturesHandler(FeaturesSettings())
     out = Outbox("features")
     for i, raw in enumerate(source.rows()):
         if i == 600:
             break
         c = make_candle("binance", "BTCUSDT", "1h", raw, "ingest")
-        fh.handle(Inbound(topics.CANDLE, KEY, c), out)
+        fh.handle(Inbound(topics.CANDLE, KEY, c, ("md.candle.v1", 0, i)), out)
     feats = [m for _, _, m in out.items]
     a = run(SignalsHandler(SignalsSettings()), feats)
     b = run(SignalsHandler(SignalsSettings()), feats)

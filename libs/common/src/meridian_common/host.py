@@ -70,6 +70,8 @@ class ServiceHost:
         self._logical = {prefix + t: t for t in handler.inputs}
         # Set once subscribed and the handler's state is loaded.
         self.ready = asyncio.Event()
+        # committed offsets found at start, per physical (topic, partition)
+        self._floor: dict[tuple[str, int], int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         handler = self.handler
@@ -97,6 +99,10 @@ class ServiceHost:
                 await producer.flush()
                 offsets = dict(consumed)
                 for tp, low in handler.retained().items():
+                    # never behind the offset committed before this start: a record below it
+                    # that the rebuild left waiting was handled (and published) before the
+                    # restart, so holding the commit back for it would only grow the replay
+                    low = max(low, self._floor.get(tp, 0))
                     if tp in offsets and low < offsets[tp]:
                         offsets[tp] = low
                 changed = {tp: o for tp, o in offsets.items() if committed.get(tp) != o}
@@ -122,6 +128,7 @@ class ServiceHost:
             physical = self.prefix + logical
             for partition, _ in enumerate(await self.bus.topic_ends(physical)):
                 upto = await consumer.committed(physical, partition)
+                self._floor[(physical, partition)] = upto
                 offset = 0
                 while offset < upto:
                     records = await self.bus.read_partition(physical, partition, offset,

@@ -1,98 +1,240 @@
-"""Features: candles in, one features.v1 message per closed candle out.
+"""Features: candles (and funding) in, one features.v1 row per closed candle out.
 
-Indicator state is per symbol and updated in O(1) per candle. Gap rule for now: indicators carry
-across a gap (the shared data has exchange outages of a few hours) and the gap is counted and
-logged, never silent. A redelivered or out-of-order candle (open time not after the last one) is
-skipped, so at-least-once delivery does not double-count a candle.
+Each symbol's row is `FeatureState.update` of the configured feature set (libs/common), the same
+code the batch form is proven equal to. Rows that join other streams (the reference symbol's
+return, the last funding rate) wait until that input is known for certain (see `context.py`), so
+the output never depends on how partitions interleave. A waiting candle is reported by
+`retained()`: its offset is not committed, so a crash replays it.
+
+Rules, never silent:
+- Gap: indicators carry across missing candles (horizons count candles); each gap is counted
+  and logged.
+- Redelivered or out-of-order candle (open time not after the last one accepted): skipped and
+  counted, so at-least-once delivery never double-counts a candle. A revision of a candle
+  already used is skipped the same way (the row it fed has been published).
+- A symbol whose oldest candle has waited `hold_warning_s` (wall clock; only the log depends on
+  it, never a row) logs a warning naming the missing input.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from meridian.v1 import candle_pb2, common_pb2, features_pb2
+from meridian.v1 import candle_pb2, common_pb2, features_pb2, funding_pb2
 from meridian_common import topics
-from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
-from meridian_common.indicators import Ema, Rsi
+from meridian_common.features import FeatureSet, FeatureState
+from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox, Position
 from meridian_common.marketdata import timeframe_ms
+from meridian_features.context import FundingHistory, ReferenceReturns
 from meridian_features.settings import FeaturesSettings
 
 log = logging.getLogger(__name__)
 
-FEATURE_SET = "trend-basic"
-NAMES = ("ema_fast", "ema_slow", "rsi")
-
 
 @dataclass(slots=True)
-class _SymbolState:
-    ema_fast: Ema
-    ema_slow: Ema
-    rsi: Rsi
-    last_open_ms: int = -1
+class _Symbol:
+    state: FeatureState
+    last_open: int = -1
     gaps: int = 0
-    values: list[float] = field(default_factory=list)
+    waiting: deque[tuple[Position, candle_pb2.Candle]] = field(default_factory=deque)
+    waiting_since: float = 0.0  # monotonic time the waiting queue last started or moved
+    warned: bool = False
 
 
 class FeaturesHandler(Handler):
     name = "features"
-    inputs = (topics.CANDLE,)
+    inputs = (topics.CANDLE, topics.FUNDING)
     outputs = (topics.FEATURES,)
-    # Indicator state is a function of each symbol's candles: rebuilt from md.candle.v1 (kept
-    # forever) up to the committed offset on start, so a restart continues exactly.
+    # Indicator, reference and funding state are functions of md.candle.v1 and md.funding.v1
+    # (both kept forever): rebuilt up to the committed offsets on start, so a restart continues
+    # exactly.
     rebuild_from_inputs = True
 
     def __init__(self, settings: FeaturesSettings) -> None:
         self.settings = settings
-        self.state: dict[str, _SymbolState] = {}
+        self.spec: FeatureSet = settings.spec
+        self.cross_symbol: str = self.spec.params["cross_symbol"]
+        self.context_free = [i for i, c in enumerate(self.spec.columns)
+                             if c not in self.spec.context]
+        self.symbols: dict[str, _Symbol] = {}
+        self.references: dict[str, ReferenceReturns] = {}  # by exchange
+        self.funding: dict[str, FundingHistory] = {}  # by key
         self.skipped = 0
 
-    def _new_state(self) -> _SymbolState:
-        s = self.settings
-        return _SymbolState(Ema(s.ema_fast), Ema(s.ema_slow), Rsi(s.rsi_period))
+    # -- inputs -----------------------------------------------------------------------------
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
+        if msg.topic == topics.FUNDING:
+            self._funding(msg, out)
+        elif msg.is_watermark:
+            self._candle_watermark(msg, out)
+        else:
+            self._candle(msg, out)
+
+    def _candle(self, msg: Inbound, out: Outbox) -> None:
         candle: candle_pb2.Candle = msg.message  # type: ignore[assignment]
-        if msg.is_watermark:
-            return
         try:
             step = timeframe_ms(candle.timeframe)
         except ValueError as exc:
             raise InvalidMessage(f"candle {candle.meta.id}: {exc}") from None
-        st = self.state.get(msg.key)
-        if st is None:
-            st = self.state[msg.key] = self._new_state()
-        if candle.open_time_ms <= st.last_open_ms:
+        sym = self.symbols.get(msg.key)
+        if sym is None:
+            sym = self.symbols[msg.key] = _Symbol(FeatureState(self.spec, step))
+        if candle.open_time_ms <= sym.last_open:
             self.skipped += 1
             return
-        if st.last_open_ms >= 0:
-            expected = st.last_open_ms + step
-            if candle.open_time_ms != expected:
-                st.gaps += 1
-                log.info("candle gap: indicators carried across",
-                         extra={"key": msg.key, "missing_from_ms": expected,
-                                "resumed_at_ms": candle.open_time_ms})
-        st.last_open_ms = candle.open_time_ms
-        close = float(candle.close)
-        fast = st.ema_fast.update(close)
-        slow = st.ema_slow.update(close)
-        rsi = st.rsi.update(close)
-        ready = fast is not None and slow is not None and rsi is not None
-        features = features_pb2.Features(
+        if sym.last_open >= 0 and candle.open_time_ms != sym.last_open + step:
+            sym.gaps += 1
+            log.info("candle gap: indicators carried across",
+                     extra={"key": msg.key, "missing_from_ms": sym.last_open + step,
+                            "resumed_at_ms": candle.open_time_ms})
+        sym.last_open = candle.open_time_ms
+        if not sym.waiting:
+            sym.waiting_since = time.monotonic()
+        sym.waiting.append((msg.position, candle))
+        if candle.symbol == self.cross_symbol:
+            self._reference(candle.exchange).candle(candle.open_time_ms, float(candle.close))
+            self._release_exchange(candle.exchange, out)
+        else:
+            self._release(msg.key, sym, out)
+        self._warn_if_stuck(msg.key, sym)
+
+    def _candle_watermark(self, msg: Inbound, out: Outbox) -> None:
+        """A Watermark on md.candle.v1 for the reference symbol moves its progress (so an
+        operator or ingest can unblock rows when the reference has no candles, e.g. delisted)."""
+        exchange, _, symbol = msg.key.rpartition(":")
+        if symbol == self.cross_symbol:
+            self._reference(exchange).watermark(msg.event_time_ms)
+            self._release_exchange(exchange, out)
+
+    def _funding(self, msg: Inbound, out: Outbox) -> None:
+        if not self.settings.funding:
+            return
+        history = self.funding.get(msg.key)
+        if history is None:
+            history = self.funding[msg.key] = FundingHistory()
+        if msg.is_watermark:
+            history.watermark(msg.event_time_ms)
+        else:
+            rate: funding_pb2.FundingRate = msg.message  # type: ignore[assignment]
+            try:
+                value = float(rate.rate)
+            except ValueError:
+                raise InvalidMessage(f"funding {rate.meta.id}: rate {rate.rate!r} is not a "
+                                     "number") from None
+            history.settlement(rate.funding_time_ms, value)
+        sym = self.symbols.get(msg.key)
+        if sym is not None:
+            self._release(msg.key, sym, out)
+
+    # -- joins ------------------------------------------------------------------------------
+
+    def _reference(self, exchange: str) -> ReferenceReturns:
+        ref = self.references.get(exchange)
+        if ref is None:
+            ref = self.references[exchange] = ReferenceReturns()
+        return ref
+
+    def _release_exchange(self, exchange: str, out: Outbox) -> None:
+        for key, sym in self.symbols.items():
+            if sym.waiting and sym.waiting[0][1].exchange == exchange:
+                self._release(key, sym, out)
+
+    def _release(self, key: str, sym: _Symbol, out: Outbox) -> None:
+        """Emit the waiting rows of `key` whose join inputs are known, in candle order."""
+        while sym.waiting:
+            candle = sym.waiting[0][1]
+            cross = self._cross_value(candle)
+            funding = self._funding_value(key, candle)
+            if cross is None or funding is None:
+                break
+            sym.waiting.popleft()
+            sym.waiting_since = time.monotonic()
+            out.emit(topics.FEATURES, key, self._row(sym, candle, funding, cross))
+        if sym.warned and not sym.waiting:
+            sym.warned = False
+            log.info("join input caught up", extra={"key": key})
+
+    def _cross_value(self, candle: candle_pb2.Candle) -> float | None:
+        """The reference's return at this candle's open; None while not yet known."""
+        ref = self.references.get(candle.exchange)
+        if candle.symbol == self.cross_symbol:
+            return ref.at(candle.open_time_ms) if ref is not None else math.nan
+        if not self.settings.cross_asset:
+            return math.nan
+        if ref is None or not ref.known(candle.open_time_ms, candle.close_time_ms):
+            return None
+        return ref.at(candle.open_time_ms)
+
+    def _funding_value(self, key: str, candle: candle_pb2.Candle) -> float | None:
+        if not self.settings.funding:
+            return math.nan
+        history = self.funding.get(key)
+        if history is None or not history.known(candle.close_time_ms):
+            return None
+        value = history.asof(candle.close_time_ms)
+        history.prune(candle.close_time_ms)
+        return value
+
+    def _warn_if_stuck(self, key: str, sym: _Symbol) -> None:
+        if sym.warned or not sym.waiting:
+            return
+        if time.monotonic() - sym.waiting_since < self.settings.hold_warning_s:
+            return
+        sym.warned = True
+        candle = sym.waiting[0][1]
+        missing = []
+        if self._cross_value(candle) is None:
+            missing.append(f"reference {candle.exchange}:{self.cross_symbol} candles "
+                           "(MERIDIAN_FEATURES_CROSS_ASSET)")
+        if self.settings.funding and (key not in self.funding
+                                      or not self.funding[key].known(candle.close_time_ms)):
+            missing.append("md.funding.v1 progress (MERIDIAN_FEATURES_FUNDING)")
+        log.warning("candles waiting for a join input", extra={
+            "key": key, "waiting": len(sym.waiting), "oldest_open_ms": candle.open_time_ms,
+            "waited_s": round(time.monotonic() - sym.waiting_since, 1), "missing": missing})
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _row(self, sym: _Symbol, candle: candle_pb2.Candle, funding: float,
+             cross: float) -> features_pb2.Features:
+        values = sym.state.update(candle.open_time_ms, float(candle.high), float(candle.low),
+                                  float(candle.close), float(candle.volume),
+                                  funding_last=funding, btc_ret_1=cross)
+        ready = not any(math.isnan(values[i]) for i in self.context_free)
+        return features_pb2.Features(
             meta=common_pb2.Meta(id="feat:" + candle.meta.id, cause_id=candle.meta.id,
                                  event_time_ms=candle.meta.event_time_ms, producer=self.name),
             exchange=candle.exchange,
             symbol=candle.symbol,
             timeframe=candle.timeframe,
-            feature_set=FEATURE_SET,
-            feature_set_version=self.settings.version,
+            feature_set=self.spec.name,
+            feature_set_version=self.spec.version,
             candle_open_time_ms=candle.open_time_ms,
             close=candle.close,
             ready=ready,
+            values=[features_pb2.FeatureValue(name=n, value=v)
+                    for n, v in zip(self.spec.columns, values, strict=True)],
         )
-        if ready:
-            features.values.extend(
-                features_pb2.FeatureValue(name=n, value=v)
-                for n, v in zip(NAMES, (fast, slow, rsi), strict=True)
-            )
-        out.emit(topics.FEATURES, msg.key, features)
+
+    # -- host contract ----------------------------------------------------------------------
+
+    def retained(self) -> Mapping[tuple[str, int], int]:
+        low: dict[tuple[str, int], int] = {}
+        for sym in self.symbols.values():
+            if sym.waiting:
+                (topic, partition, offset), _ = sym.waiting[0]
+                tp = (topic, partition)
+                if offset >= 0 and (tp not in low or offset < low[tp]):
+                    low[tp] = offset
+        return low
+
+    @property
+    def waiting(self) -> int:
+        """Candles held for a join input, all symbols."""
+        return sum(len(s.waiting) for s in self.symbols.values())

@@ -18,7 +18,12 @@ import psycopg
 from meridian.v1 import candle_pb2
 from meridian_common import config, db, metrics
 from meridian_common.host import all_topic_configs
-from meridian_common.marketdata import RawCandle, timeframe_ms
+from meridian_common.marketdata import (
+    CsvFundingSource,
+    RawCandle,
+    default_data_dir,
+    timeframe_ms,
+)
 from meridian_common.service import open_bus
 from meridian_ingest import kafka_source, sources, store
 from meridian_ingest.backfill import BackfillResult, Progress, backfill
@@ -81,17 +86,38 @@ async def run_replay(common: config.CommonSettings, settings: IngestSettings,
 
 
 def candle_stream(common: config.CommonSettings,
-                  settings: IngestSettings) -> Iterator[candle_pb2.Candle]:
+                  settings: IngestSettings) -> Iterator[candle_pb2.Candle | sources.Routed]:
+    """The replay of the configured symbols from CSV or the candles table, with the start
+    watermarks and, on perpetual venues with MERIDIAN_INGEST_FUNDING, the funding history."""
+    name = venue(common, settings)
+
     def rows(symbol: str) -> Iterator[RawCandle]:
         if settings.source == "csv":
             return sources.csv_rows(settings.data_dir, symbol, settings.timeframe,
                                     settings.start_ms, settings.end_ms)
-        return store.db_rows(database_url(common, "MERIDIAN_INGEST_SOURCE=db"),
-                             venue(common, settings), symbol, settings.timeframe,
-                             settings.start_ms, settings.end_ms)
+        return store.db_rows(database_url(common, "MERIDIAN_INGEST_SOURCE=db"), name, symbol,
+                             settings.timeframe, settings.start_ms, settings.end_ms)
 
-    return sources.merged(venue(common, settings), settings.timeframe,
-                          {s: rows(s) for s in settings.symbols})
+    funding = None
+    if settings.funding and settings.market_type != "spot":
+        # from a day before the start, so the first rows know the last settled rate
+        since = None if settings.start_ms is None else settings.start_ms - 86_400_000
+        funding = {s: _funding_rows(common, settings, name, s, since) for s in settings.symbols}
+    return sources.replay_stream(name, settings.timeframe,
+                                 {s: rows(s) for s in settings.symbols}, funding)
+
+
+def _funding_rows(common: config.CommonSettings, settings: IngestSettings, name: str,
+                  symbol: str, since: int | None) -> Iterator[tuple[int, str]]:
+    if settings.source == "csv":
+        source = CsvFundingSource(settings.data_dir or default_data_dir(), symbol)
+        if not source.exists():
+            raise config.ConfigError(
+                f"MERIDIAN_INGEST_FUNDING: no funding file {source.path} for {symbol} (set "
+                "MERIDIAN_INGEST_FUNDING=false to replay candles only)")
+        return source.rows(since, settings.end_ms)
+    return store.db_funding(database_url(common, "MERIDIAN_INGEST_SOURCE=db"), name, symbol,
+                            since, settings.end_ms)
 
 
 # -- backfill, gaps, repair ---------------------------------------------------------------------

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import psycopg
+from google.protobuf.message import Message
 
-from meridian.v1 import candle_pb2
+from meridian.v1 import candle_pb2, common_pb2
 from meridian_common import topics
 from meridian_common.bus.base import Bus, Producer
 from meridian_common.host import publish
@@ -61,6 +62,7 @@ class SymbolState:
     forming_open: int | None = None
     last_message: float = field(default_factory=time.monotonic)
     last_funding: int | None = None
+    funding_watermark: int = 0
 
     def remember(self, open_ms: int, values: Values, revision: int) -> None:
         self.recent[open_ms] = (values, revision)
@@ -270,23 +272,34 @@ class LiveIngest:
                     await self.poll_funding(symbol, now_ms)
 
     async def poll_funding(self, symbol: str, now_ms: int) -> int:
-        """Publish funding settlements newer than the last stored one."""
+        """Publish funding settlements newer than the last stored one, then a funding Watermark
+        at the last candle boundary `grace_s` behind the exchange clock: settlements appear in
+        the exchange's history within that grace, so none at or before it is still to come.
+        The features service waits for that watermark before joining a candle's funding."""
         state = self.states[symbol]
         since = (state.last_funding + 1) if state.last_funding is not None else now_ms - FUNDING_MS
-        if now_ms < since:
-            return 0
-        rows = [(t, r) for t, r in await self.md.funding(symbol, since) if t <= now_ms]
-        if not rows:
-            return 0
-        async with self._db_lock:
-            await store.upsert_funding(self.conn, self.venue, symbol, rows)
+        rows = []
+        if now_ms >= since:
+            rows = [(t, r) for t, r in await self.md.funding(symbol, since) if t <= now_ms]
         key = topics.market_key(self.venue, symbol)
-        await publish(self.producer, self.prefix,
-                      [(topics.FUNDING, key, make_funding(self.venue, symbol, t, rate, PRODUCER))
-                       for t, rate in rows], self.sensor)
-        await self.producer.flush()
-        state.last_funding = rows[-1][0]
-        self.stats.funding += len(rows)
+        items: list[tuple[str, str, Message]] = []
+        if rows:
+            async with self._db_lock:
+                await store.upsert_funding(self.conn, self.venue, symbol, rows)
+            items = [(topics.FUNDING, key, make_funding(self.venue, symbol, t, rate, PRODUCER))
+                     for t, rate in rows]
+            state.last_funding = rows[-1][0]
+            self.stats.funding += len(rows)
+        settled = (now_ms - self.grace_ms) // self.tf * self.tf
+        if len(rows) >= self.md.profile.funding_page:  # a full page: more may follow it
+            settled = min(settled, rows[-1][0])
+        if settled > state.funding_watermark:
+            state.funding_watermark = settled
+            items.append((topics.FUNDING, key, common_pb2.Watermark(
+                key=key, event_time_ms=settled, producer=PRODUCER)))
+        if items:
+            await publish(self.producer, self.prefix, items, self.sensor)
+            await self.producer.flush()
         return len(rows)
 
     # -- run --------------------------------------------------------------------------------

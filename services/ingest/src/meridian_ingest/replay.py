@@ -9,59 +9,66 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from google.protobuf.message import Message
+
 from meridian.v1 import candle_pb2
 from meridian_common import topics
 from meridian_common.bus.base import Producer
 from meridian_common.host import publish
 from meridian_common.metrics import NullSensor, Sensor
+from meridian_ingest.sources import Routed
 
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 1000
 
 
-async def replay(candles: Iterable[candle_pb2.Candle], producer: Producer, prefix: str, *,
+async def replay(candles: Iterable[candle_pb2.Candle | Routed], producer: Producer, prefix: str,
+                 *,
                  total: int | None = None,
                  throttle: Callable[[], Awaitable[None]] | None = None,
                  progress: Callable[[int, int | None, float], None] | None = None,
                  sensor: Sensor | None = None, speed: float = 0.0) -> int:
-    """Publish candles in order; returns how many. `throttle` is awaited between chunks.
+    """Publish candles (and the watermarks and funding a replay stream routes with them) in
+    order; returns how many candles. `throttle` is awaited between chunks.
 
     With speed > 0 a candle is sent when the wall clock has advanced (close time - first close
     time) / speed since the start; candles closing together go out together.
     """
     sensor = sensor or NullSensor()
     started = time.perf_counter()
-    chunk: list[tuple[str, str, candle_pb2.Candle]] = []
+    chunk: list[tuple[str, str, Message]] = []
     sent = 0
     first_close: int | None = None
     for candle in candles:
+        if isinstance(candle, Routed):
+            chunk.append((candle.topic, candle.key, candle.message))
+            continue
         if speed > 0:
             first_close = candle.close_time_ms if first_close is None else first_close
             due = started + (candle.close_time_ms - first_close) / 1000 / speed
             if due > time.perf_counter() and chunk:
-                sent += await _send(producer, prefix, chunk, sensor)
+                await _send(producer, prefix, chunk, sensor)
             wait = due - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
         chunk.append((topics.CANDLE, topics.market_key(candle.exchange, candle.symbol), candle))
+        sent += 1
         if len(chunk) >= FLUSH_EVERY:
-            sent += await _send(producer, prefix, chunk, sensor)
+            await _send(producer, prefix, chunk, sensor)
             if progress:
                 progress(sent, total, time.perf_counter() - started)
             if throttle:
                 await throttle()
-    sent += await _send(producer, prefix, chunk, sensor)
+    await _send(producer, prefix, chunk, sensor)
     if progress:
         progress(sent, total, time.perf_counter() - started)
     return sent
 
 
-async def _send(producer: Producer, prefix: str, chunk: list[tuple[str, str, candle_pb2.Candle]],
-                sensor: Sensor) -> int:
-    n = len(chunk)
-    if n:
+async def _send(producer: Producer, prefix: str, chunk: list[tuple[str, str, Message]],
+                sensor: Sensor) -> None:
+    if chunk:
         await publish(producer, prefix, chunk, sensor)
         await producer.flush()
         chunk.clear()
-    return n

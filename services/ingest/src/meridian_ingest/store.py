@@ -191,3 +191,16 @@ def db_rows(url: str, exchange: str, symbol: str, timeframe: str, start_ms: int 
             (exchange, symbol, timeframe, _ts(start_ms or 0), _ts(end_ms or _FAR_FUTURE_MS)))
         for row in cur:
             yield RawCandle(*row)
+
+
+def db_funding(url: str, exchange: str, symbol: str, start_ms: int | None,
+               end_ms: int | None) -> Iterator[tuple[int, str]]:
+    """Stored funding settlements of a range, ascending: (settlement ms, rate as stored)."""
+    with psycopg.connect(conninfo(url)) as conn, conn.cursor(name="funding_range") as cur:
+        cur.itersize = 5000
+        cur.execute(
+            "select (extract(epoch from funding_time) * 1000)::bigint, rate::text from funding "
+            "where exchange = %s and symbol = %s and funding_time >= %s and funding_time <= %s "
+            "order by funding_time",
+            (exchange, symbol, _ts(start_ms or 0), _ts(end_ms or _FAR_FUTURE_MS)))
+        yield from cur

@@ -12,7 +12,7 @@ from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.strategy import EmaCross, EmaCrossParams
 from meridian_signals.settings import SignalsSettings
 
-_REQUIRED = ("ema_fast", "ema_slow", "rsi")
+_REQUIRED = ("ema_ratio", "rsi")  # columns of the feature set the rule reads
 
 
 class SignalsHandler(Handler):
@@ -41,7 +41,7 @@ class SignalsHandler(Handler):
             rule = self.rules.get(msg.key)
             if rule is None:
                 rule = self.rules[msg.key] = EmaCross(self.params)
-            vote = rule.update(values["ema_fast"], values["ema_slow"], values["rsi"])
+            vote = rule.update(values["ema_ratio"], values["rsi"])
         if vote is None:
             out.watermark(topics.SIGNAL, msg.key, features.meta.event_time_ms)
             return

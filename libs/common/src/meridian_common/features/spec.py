@@ -20,9 +20,13 @@ class FeatureSet:
     version: str
     columns: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
+    # Context columns a deployment may not provide (funding on spot, the cross-asset reference
+    # when it is not ingested): they may stay NaN, and a row's readiness ignores them.
+    context: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"columns": self.columns, "params": self.params}, sort_keys=True)
+        blob = json.dumps({"columns": self.columns, "params": self.params,
+                           "context": self.context}, sort_keys=True)
         return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
     def index(self, column: str) -> int:
@@ -59,10 +63,30 @@ TREND_V2 = FeatureSet(
         "cci": 20, "atr": 14, "bbands": (20, 2.0), "stoch": (5, 3, 3), "donchian": 20,
         "keltner": (20, 10, 2.0), "zscore": 20, "rvol": 20, "mfi": 14, "vol_ratio": 24,
         "returns": (1, 4, 24), "h4_ema": (12, 26), "h4_rsi": 14, "bucket_ms": H4_MS,
+        "cross_symbol": "BTCUSDT",
     },
+    context=("funding_last", "btc_ret_1"),
 )
 
-FEATURE_SETS: dict[tuple[str, str], FeatureSet] = {(TREND_V2.name, TREND_V2.version): TREND_V2}
+# Every released set with the fingerprint it was released with. Editing a released set's columns
+# or parameters without a new version fails here, at import, instead of silently feeding models
+# trained on the old definition.
+RELEASED: dict[tuple[str, str], str] = {("trend", "2.0.0"): "fc50fc0cf32828cc"}
+
+
+def _registry(*sets: FeatureSet) -> dict[tuple[str, str], FeatureSet]:
+    out = {}
+    for spec in sets:
+        pinned = RELEASED.get((spec.name, spec.version))
+        if pinned != spec.fingerprint():
+            raise RuntimeError(
+                f"feature set {spec.name}@{spec.version} has fingerprint {spec.fingerprint()}, "
+                f"released as {pinned}: give the changed definition a new version")
+        out[(spec.name, spec.version)] = spec
+    return out
+
+
+FEATURE_SETS: dict[tuple[str, str], FeatureSet] = _registry(TREND_V2)
 
 
 def feature_set(name: str, version: str) -> FeatureSet:

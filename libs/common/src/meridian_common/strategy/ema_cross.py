@@ -4,6 +4,9 @@ Long when the fast EMA crosses above the slow one, unless RSI says the move is a
 overbought (then the entry is skipped and the reason recorded). When the fast EMA crosses below,
 go short if shorts are allowed, else close (flat). Strength is the EMA separation relative to the
 slow EMA, saturating at `full_strength_gap`.
+
+Inputs are the feature set's columns (`ema_ratio` = fast / slow - 1, `rsi`), so research, replay
+and live read the same numbers.
 """
 
 from __future__ import annotations
@@ -40,21 +43,21 @@ class EmaCross:
     params: EmaCrossParams
     side: int = 0  # +1 fast above slow, -1 below, 0 unknown
 
-    def update(self, fast: float, slow: float, rsi: float) -> Vote | None:
-        side = 1 if fast > slow else -1 if fast < slow else 0
+    def update(self, ema_ratio: float, rsi: float) -> Vote | None:
+        side = 1 if ema_ratio > 0.0 else -1 if ema_ratio < 0.0 else 0
         previous = self.side
         if side == 0 or side == previous:
             return None
         self.side = side
         if previous == 0:
             return None  # first decisive bar: no cross observed yet
-        strength = min(1.0, abs(fast - slow) / slow / self.params.full_strength_gap)
+        strength = min(1.0, abs(ema_ratio) / self.params.full_strength_gap)
+        gap = f"{abs(ema_ratio) * 100:.3f} %"
         if side > 0:
             if rsi >= self.params.rsi_overbought:
                 return None
             return Vote(common_pb2.DIRECTION_LONG, strength,
-                        f"ema fast {fast:.6g} crossed above slow {slow:.6g}; rsi {rsi:.1f}")
+                        f"ema fast crossed above slow by {gap}; rsi {rsi:.1f}")
         direction = (common_pb2.DIRECTION_SHORT if self.params.allow_short
                      else common_pb2.DIRECTION_FLAT)
-        return Vote(direction, strength,
-                    f"ema fast {fast:.6g} crossed below slow {slow:.6g}; rsi {rsi:.1f}")
+        return Vote(direction, strength, f"ema fast crossed below slow by {gap}; rsi {rsi:.1f}")
