@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from meridian.v1 import features_pb2
+from meridian.v1 import candle_pb2, features_pb2
 from meridian_common import codec, config, topics
 from meridian_common.bus.kafka import KafkaBus
 from meridian_common.testing import features_by_candle, feed
@@ -73,9 +73,12 @@ async def test_kill_9_twice_mid_stream_changes_no_feature(
         kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
     common = config.load(config.CommonSettings, environ={}, kafka_bootstrap=kafka_bootstrap,
                          topic_prefix=topic_prefix)
-    ingest = config.load(IngestSettings, environ={}, symbols="BTCUSDT,ETHUSDT",
-                         start="2021-01-01", end="2022-07-01")
-    candles = list(commands.candle_stream(common, ingest))
+    # LTC's history starts before BTC's (2020-05-11): its first ten weeks join the reference
+    # only through the replay's start watermark, the rest through BTC's candles
+    ingest = config.load(IngestSettings, environ={}, symbols="BTCUSDT,LTCUSDT",
+                         start="2020-03-01", end="2021-09-01")
+    stream = list(commands.candle_stream(common, ingest))  # candles and start watermarks
+    candles = [c for c in stream if isinstance(c, candle_pb2.Candle)]
     assert await commands.run_replay(common, ingest) == len(candles)
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")},
@@ -100,7 +103,7 @@ async def test_kill_9_twice_mid_stream_changes_no_feature(
         proc.wait(timeout=30)
 
     expected = features_by_candle(feed(FeaturesHandler(FeaturesSettings()), topics.CANDLE,
-                                       candles))
+                                       stream))
     published = await _features(bus, topic_prefix)
     for msg in published:  # every copy, duplicates included, equals the uninterrupted row
         assert codec.encode(msg)[0] == expected[(msg.symbol, msg.candle_open_time_ms)]

@@ -119,7 +119,8 @@ async def test_replay_from_a_kafka_topic_range_into_another_prefix(
                              topic_prefix=target_prefix)
     sent = await commands.run_replay(common_dst, from_kafka)
     from_csv = config.load(IngestSettings, environ={}, source="csv", **window)
-    expected = [codec.encode(c)[0] for c in commands.candle_stream(common_dst, from_csv)]
+    expected = [codec.encode(c)[0] for c in commands.candle_stream(common_dst, from_csv)
+                if isinstance(c, candle_pb2.Candle)]
     assert sent == len(expected) == 2 * 10 * 24  # no source gap in that window
     bus = KafkaBus(kafka_bootstrap)
     got: list[candle_pb2.Candle] = []
@@ -127,6 +128,9 @@ async def test_replay_from_a_kafka_topic_range_into_another_prefix(
         for record in await bus.read_partition(target_prefix + topics.CANDLE, partition, 0, end):
             got.append(codec.decode(topics.CANDLE, record.value,
                                     record.header(codec.TYPE_HEADER)))  # type: ignore[arg-type]
+    starts = [m for m in got if not isinstance(m, candle_pb2.Candle)]
+    assert sorted(m.key for m in starts) == [f"binance:{s}" for s in sorted(from_csv.symbols)]  # type: ignore[attr-defined]
+    got = [m for m in got if isinstance(m, candle_pb2.Candle)]
     got.sort(key=lambda c: (c.open_time_ms, c.symbol))
     assert [codec.encode(c)[0] for c in got] == expected
     assert all(Decimal(c.close) > 0 for c in got)

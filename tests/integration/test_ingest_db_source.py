@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
+from google.protobuf.message import Message
 
 from meridian_common import codec, config, db
 from meridian_ingest.commands import candle_stream
 from meridian_ingest.settings import IngestSettings
+from meridian_ingest.sources import Routed
 from meridian_ingest.store import load_csv
 
 pytestmark = pytest.mark.integration
@@ -32,11 +34,15 @@ def test_db_range_replays_exactly_what_the_csv_holds(new_database: Callable[[str
         assert conn.execute("select count(*) from candles").fetchone() == (loaded,)
 
     common = config.load(config.CommonSettings, {"MERIDIAN_DATABASE_URL": url})
-    from_csv = [codec.encode(c) for c in candle_stream(common, settings)]
-    from_db = [codec.encode(c) for c in candle_stream(
+    from_csv = [codec.encode(_message(c)) for c in candle_stream(common, settings)]
+    from_db = [codec.encode(_message(c)) for c in candle_stream(
         common, config.load(IngestSettings, {**ENV, "MERIDIAN_INGEST_SOURCE": "db"}))]
-    assert len(from_csv) == loaded
+    assert len(from_csv) == loaded + 2  # and one start watermark per symbol
     assert from_db == from_csv
+
+
+def _message(item: object) -> Message:
+    return item.message if isinstance(item, Routed) else item  # type: ignore[return-value]
 
 
 def test_db_source_without_database_url_is_a_clear_error() -> None:

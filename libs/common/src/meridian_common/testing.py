@@ -75,13 +75,23 @@ def worst_relative(got: Sequence[float | None], want: Sequence[float | None],
 
 # -- running a handler without a host -----------------------------------------------------------
 
-def feed(handler: Handler, topic: str, messages: Iterable[Message]) -> list[OutItem]:
+def feed(handler: Handler, topic: str,
+         messages: Iterable[Message | tuple[str, str, Message]]) -> list[OutItem]:
     """Hand market messages (keyed exchange:symbol) to a handler in order, as a host would with
-    one partition; returns what it emitted. The uninterrupted reference run of restart tests."""
+    one partition; returns what it emitted. The uninterrupted reference run of restart tests.
+
+    An item may also be routed explicitly as (topic, key, message), as a replay stream routes
+    its watermarks and funding; the handler is then given it on that topic.
+    """
     out = Outbox(handler.name)
-    for offset, message in enumerate(messages):
-        key = topics.market_key(message.exchange, message.symbol)  # type: ignore[attr-defined]
-        handler.handle(Inbound(topic, key, message, (topic, 0, offset)), out)
+    for offset, item in enumerate(messages):
+        if isinstance(item, tuple):
+            where, key, message = item
+        else:
+            where, message = topic, item
+            key = topics.market_key(message.exchange, message.symbol)  # type: ignore[attr-defined]
+        if where in handler.inputs:
+            handler.handle(Inbound(where, key, message, (where, 0, offset)), out)
     return out.items
 
 

@@ -68,9 +68,9 @@ async def run_replay(common: config.CommonSettings, settings: IngestSettings,
             raise config.ConfigError(
                 "MERIDIAN_INGEST_SOURCE_PREFIX equals MERIDIAN_TOPIC_PREFIX: a replay must not "
                 "write into the topic it reads")
-        stream = iter(await kafka_source.read_candles(
+        stream = iter(sources.with_start_watermarks(await kafka_source.read_candles(
             bus, settings.source_prefix, settings.symbols, settings.timeframe,
-            settings.start_ms, settings.end_ms))
+            settings.start_ms, settings.end_ms)))
     else:
         stream = candle_stream(common, settings)
     sensor = metrics.PrometheusSensor("ingest")

@@ -94,6 +94,19 @@ def replay_stream(exchange: str, timeframe: str, per_symbol: dict[str, Iterable[
             key=key, event_time_ms=candle.close_time_ms, producer=PRODUCER))
 
 
+def with_start_watermarks(candles: list[candle_pb2.Candle]) -> list[candle_pb2.Candle | Routed]:
+    """Candles already in replay order (e.g. read back from a topic) led by the same start
+    watermarks `replay_stream` publishes."""
+    firsts: dict[str, int] = {}
+    for c in candles:
+        firsts.setdefault(topics.market_key(c.exchange, c.symbol), c.open_time_ms)
+    heads: list[candle_pb2.Candle | Routed] = [
+        Routed(topics.CANDLE, key, common_pb2.Watermark(key=key, event_time_ms=t,
+                                                         producer=PRODUCER))
+        for key, t in firsts.items()]
+    return heads + list(candles)
+
+
 def _prepend(first: RawCandle, rest: Iterator[RawCandle]) -> Iterator[RawCandle]:
     yield first
     yield from rest
