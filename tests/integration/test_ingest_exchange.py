@@ -16,7 +16,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from meridian.v1 import candle_pb2, funding_pb2
+from meridian.v1 import candle_pb2, common_pb2, funding_pb2
 from meridian_common import codec, config, topics
 from meridian_common.bus.kafka import KafkaBus
 from meridian_common.marketdata import CsvCandleSource, CsvFundingSource, default_data_dir
@@ -280,10 +280,24 @@ async def test_disconnect_storm_loses_and_doubles_nothing(
     _assert_exact(got, expected)
     for symbol, rows in expected.items():
         assert table_rows(url, symbol) == rows
-    funding = [m for m in await topic_messages(kafka_bootstrap, topic_prefix + topics.FUNDING)
+    on_topic = await topic_messages(kafka_bootstrap, topic_prefix + topics.FUNDING)
+    funding = [m for m in on_topic
                if isinstance(m, funding_pb2.FundingRate) and m.symbol == "BTCUSDT"]
     assert [(m.funding_time_ms, Decimal(m.rate)) for m in funding] == \
         source_funding("BTCUSDT", start, end)
+    # funding watermarks keep their promise: no settlement at or before one comes after it
+    btc = [m for m in on_topic if getattr(m, "symbol", None) == "BTCUSDT"
+           or getattr(m, "key", "").endswith(":BTCUSDT")]
+    marks = [m.event_time_ms for m in btc if isinstance(m, common_pb2.Watermark)]
+    assert marks, "live ingest publishes funding watermarks"
+    assert marks == sorted(set(marks))
+    assert all(t % HOUR == 0 and t <= end for t in marks)
+    promised = 0
+    for m in btc:
+        if isinstance(m, common_pb2.Watermark):
+            promised = m.event_time_ms
+        else:
+            assert m.funding_time_ms > promised, (m.funding_time_ms, promised)
 
 
 async def _live_run(kafka_bootstrap: str, url: str, prefix: str, server: FakeExchange,
