@@ -1,6 +1,7 @@
 """The features service's messages, fed by an ingest replay of a perpetual venue (candles, start
-watermarks, funding and funding watermarks; the two symbols with funding history), make the same training matrix as the
-batch form over the same history: same keys, NaN in the same places, values within 1e-12."""
+watermarks, funding and funding watermarks; the two symbols with funding history), make the same
+training matrix as the batch form over the same history: same keys, NaN in the same places,
+values within 1e-12."""
 
 from __future__ import annotations
 
