@@ -35,7 +35,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 unit: install
-	$(VENV)/bin/python -m pytest libs/common/tests services apps/cli/tests -q
+	$(VENV)/bin/python -m pytest libs/common/tests libs/ml/tests services apps/cli/tests -q
 
 integration: install
 	bash scripts/ci-prereqs.sh
