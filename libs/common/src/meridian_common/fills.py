@@ -37,3 +37,18 @@ class PaperFillModel:
         price = MONEY_CONTEXT.multiply(candle_open, factor)
         liquidity = fill_pb2.LIQUIDITY_TAKER
         return SimulatedFill(price, self.fees.fee(quantity, price, liquidity), liquidity)
+
+    def round_trip_return(self, direction: int, entry_open: float, exit_price: float) -> float:
+        """Net return of a market-in, market-out trade as a fraction of the entry notional:
+        the same slippage and taker fee as `market`, in floats for research and labels."""
+        shift = float(self.slippage_bps) / 10_000.0
+        taker = float(self.fees.taker)
+        if direction == common_pb2.DIRECTION_LONG:
+            entry, exit_ = entry_open * (1.0 + shift), exit_price * (1.0 - shift)
+            gross = exit_ / entry - 1.0
+        elif direction == common_pb2.DIRECTION_SHORT:
+            entry, exit_ = entry_open * (1.0 - shift), exit_price * (1.0 + shift)
+            gross = 1.0 - exit_ / entry
+        else:
+            raise ValueError(f"a round trip needs LONG or SHORT, got direction {direction}")
+        return gross - taker * (entry + exit_) / entry

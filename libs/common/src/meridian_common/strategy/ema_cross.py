@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meridian.v1 import common_pb2
+from meridian_common.strategy.vote import Vote
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +28,6 @@ class EmaCrossParams:
             raise ValueError(f"rsi_overbought must be in (50, 100], got {self.rsi_overbought}")
         if self.full_strength_gap <= 0:
             raise ValueError(f"full_strength_gap must be > 0, got {self.full_strength_gap}")
-
-
-@dataclass(frozen=True, slots=True)
-class Vote:
-    direction: int  # common_pb2.Direction value
-    strength: float
-    reason: str
 
 
 @dataclass(slots=True)
