@@ -7,14 +7,18 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Double,
+    Index,
     Integer,
     MetaData,
     Numeric,
     SmallInteger,
     String,
     Table,
+    Text,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -111,5 +115,27 @@ trades = Table(
     Column("net_pnl", Numeric, nullable=False),
 )
 
+models = Table(
+    "models", metadata,
+    # The model registry's index; the artefacts (ONNX, xgboost JSON, manifest, card) live on disk
+    # or in an object store under artifact_path. At most one promoted version per model name.
+    Column("version", String(128), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("feature_set", String(64), nullable=False),
+    Column("feature_fingerprint", String(64), nullable=False),
+    _ts("train_start"),
+    _ts("train_end"),
+    Column("hyperparameters", JSONB, nullable=False),
+    Column("metrics", JSONB, nullable=False),
+    Column("threshold", Double, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("artifact_path", Text, nullable=False),
+    _ts("created_at"),
+    Column("promoted_at", DateTime(timezone=True), nullable=True),
+    Index("models_name", "name"),
+    Index("models_one_promoted", "name", unique=True,
+          postgresql_where=text("promoted_at is not null")),
+)
+
 __all__ = ["HYPERTABLES", "BigInteger", "candles", "equity", "fills", "funding", "metadata",
-           "positions", "trades"]
+           "models", "positions", "trades"]
