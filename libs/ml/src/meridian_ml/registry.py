@@ -76,6 +76,9 @@ class ModelManifest:
     threshold: float
     content_hash: str
     created_ms: int
+    # The primary rules' parameters, the label barriers and the cost model the labels used: the
+    # model only means something next to the same primary rules, so the server reads them here.
+    strategy: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,7 +86,8 @@ class ModelManifest:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelManifest:
         expected = {f.name for f in dataclasses.fields(cls)}
-        missing, extra = expected - set(data), set(data) - expected
+        optional = {"strategy"}
+        missing, extra = expected - optional - set(data), set(data) - expected
         if missing or extra:
             raise ValueError(f"manifest fields do not match ModelManifest: missing "
                              f"{sorted(missing)}, unexpected {sorted(extra)}")
@@ -161,7 +165,8 @@ class ModelRegistry:
                  timeframe: str, train_start_ms: int, train_end_ms: int,
                  hyperparameters: Mapping[str, Any], metrics: Mapping[str, Any],
                  threshold: float, card: Mapping[str, Any] | CardBuilder,
-                 card_html: str | None = None, created_ms: int | None = None) -> ModelManifest:
+                 card_html: str | None = None, created_ms: int | None = None,
+                 strategy: Mapping[str, Any] | None = None) -> ModelManifest:
         """Store a new version and return its manifest. `card` is either the card JSON (with
         `card_html`) or a function of the final manifest returning (card JSON, card HTML), which
         lets the card show the version the registry assigns (see `meridian_ml.card`)."""
@@ -175,7 +180,8 @@ class ModelRegistry:
             symbols=list(symbols), timeframe=timeframe, train_start_ms=int(train_start_ms),
             train_end_ms=int(train_end_ms), hyperparameters=to_jsonable(hyperparameters),
             metrics=to_jsonable(metrics), threshold=float(threshold),
-            content_hash=content_hash, created_ms=int(created))
+            content_hash=content_hash, created_ms=int(created),
+            strategy=to_jsonable(strategy or {}))
         if callable(card):
             card_json, html = card(manifest)
         elif card_html is None:
@@ -246,6 +252,7 @@ class ModelRegistry:
             "train_end": _utc(manifest.train_end_ms),
             "hyperparameters": manifest.hyperparameters, "metrics": manifest.metrics,
             "threshold": manifest.threshold, "content_hash": manifest.content_hash,
+            "strategy": manifest.strategy,
             "artifact_path": str(path.resolve()), "created_at": _utc(manifest.created_ms),
         }
 

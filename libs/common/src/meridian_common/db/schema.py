@@ -128,6 +128,7 @@ models = Table(
     Column("hyperparameters", JSONB, nullable=False),
     Column("metrics", JSONB, nullable=False),
     Column("threshold", Double, nullable=False),
+    Column("strategy", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("content_hash", String(64), nullable=False),
     Column("artifact_path", Text, nullable=False),
     _ts("created_at"),
