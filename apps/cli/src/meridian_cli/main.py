@@ -4,6 +4,8 @@
   meridian bench    candles/s through the embedded pipeline and over Kafka, and their ratio
   meridian config   the configuration reference (every variable, default and meaning)
   meridian data     market data: backfill | gaps | repair | load-csv
+  meridian train    walk-forward training of the meta-model (XGBoost -> ONNX -> registry)
+  meridian model    model registry: promote a version
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from meridian_cli import data, embedded_db, report
+from meridian_cli import data, embedded_db, report, train
 from meridian_cli.pipeline import run_inprocess
 from meridian_cli.progress import ProgressLine
 from meridian_cli.scripts import REPO
@@ -108,6 +110,7 @@ def parser() -> argparse.ArgumentParser:
                        help="skip the ingest figures (backfill, rate limit, live latency)")
     bench.set_defaults(func=cmd_bench)
     data.add_parser(sub)
+    train.add_parser(sub)
     return p
 
 
