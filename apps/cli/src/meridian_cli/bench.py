@@ -95,6 +95,11 @@ def main(ns: argparse.Namespace) -> int:
     from meridian_cli import bench_features
 
     code = bench_features.main()
+    if code:
+        return code
+    from meridian_cli import bench_model
+
+    code = bench_model.main()
     if code or ns.no_ingest:
         return code
     from meridian_cli import bench_ingest
