@@ -39,7 +39,7 @@ def _register(registry: ModelRegistry, seed: int, created_ms: int) -> ModelManif
         hyperparameters={"max_depth": 4, "n_estimators": 10},
         metrics={"auc": np.float64(0.5625), "trades": np.int64(120), "sharpe": float("inf")},
         threshold=0.55, card={"note": "test"}, card_html="<html></html>",
-        created_ms=created_ms)
+        created_ms=created_ms, strategy={"primary": {"allow_short": True}})
 
 
 def _row(url: str, version: str) -> dict[str, object]:
@@ -66,7 +66,7 @@ def test_register_and_promote_through_postgres(new_database: Callable[[str], str
         "train_end": T0 + timedelta(days=365),
         "hyperparameters": {"max_depth": 4, "n_estimators": 10},
         "metrics": {"auc": 0.5625, "trades": 120, "sharpe": None}, "threshold": 0.55,
-        "content_hash": first.content_hash,
+        "strategy": {"primary": {"allow_short": True}}, "content_hash": first.content_hash,
         "artifact_path": str((tmp_path / "meta" / first.version).resolve()),
         "created_at": T0 + timedelta(milliseconds=10**11), "promoted_at": None,
     }

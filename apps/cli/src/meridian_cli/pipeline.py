@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
 from meridian_cli.settings import PipelineSettings
 from meridian_common import db
 from meridian_common.bus.inprocess import InProcessBus
@@ -60,9 +62,12 @@ async def run_inprocess(settings: PipelineSettings, database_url: str,
     engine = db.create_engine(database_url)
     bus = InProcessBus(common.partitions)
     await bus.ensure_topics(all_topic_configs(common.topic_prefix, common.partitions))
+    handlers = build_handlers(settings, SqlLedgerStore(engine))
+    for handler in handlers:
+        handler.bind_metrics(CollectorRegistry())  # one per handler: the series names repeat
     hosts = [
         ServiceHost(h, bus, prefix=common.topic_prefix, batch=common.consumer_batch)
-        for h in build_handlers(settings, SqlLedgerStore(engine))
+        for h in handlers
     ]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(h.run(stop), name=h.handler.name) for h in hosts]

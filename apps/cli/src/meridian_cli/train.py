@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from meridian_cli.scripts import REPO
 from meridian_common import config, logs
 from meridian_common.features import TREND_V2
 from meridian_common.fees import FeeSchedule
@@ -45,6 +44,16 @@ def _ms(date: str | None) -> int | None:
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def _model_dir(ns: argparse.Namespace) -> Path:
+    """--model-dir, else the directory the signals service reads (MERIDIAN_SIGNALS_MODEL_DIR),
+    so a trained model is where the service looks for it."""
+    if ns.model_dir:
+        return Path(ns.model_dir)
+    from meridian_signals.settings import SignalsSettings
+
+    return Path(config.load(SignalsSettings).model_dir)
 
 
 def _database_url() -> str | None:
@@ -105,7 +114,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
     folds = [dataclasses.asdict(f) for f in result.folds]
     metrics: dict[str, Any] = {**result.metrics, "onnx_max_abs_diff": worst,
                                "events": len(events), "folds": len(result.folds)}
-    registry = ModelRegistry(Path(ns.model_dir), _database_url())
+    registry = ModelRegistry(_model_dir(ns), _database_url())
     try:
         manifest = registry.register(
             ns.name, onnx_bytes, xgb_json(model), feature_set=f"{TREND_V2.name}@"
@@ -155,7 +164,7 @@ def cmd_promote(ns: argparse.Namespace) -> int:
     from meridian_ml.registry import ModelRegistry, RegistryError
 
     logs.setup("meridian", "WARNING")
-    registry = ModelRegistry(Path(ns.model_dir), _database_url())
+    registry = ModelRegistry(_model_dir(ns), _database_url())
     try:
         registry.promote(ns.version)
         manifest, _ = registry.load(ns.version)
@@ -193,7 +202,7 @@ async def _announce(common: config.CommonSettings, name: str, version: str) -> N
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    default_dir = str(REPO / ".local" / "models")
+    default_dir = None  # MERIDIAN_SIGNALS_MODEL_DIR's value: where the signals service looks
     train = sub.add_parser("train", help="walk-forward training of the meta-model")
     train.add_argument("--symbols", default="BTCUSDT", help="comma-separated (default BTCUSDT)")
     train.add_argument("--start", help="first candle, UTC ISO date (default: whole history)")
@@ -217,7 +226,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     train.add_argument("--max-holding", type=int, default=48, help="time barrier, candles")
     train.add_argument("--fee", default="0.001", help="taker fee rate per side")
     train.add_argument("--slippage-bps", default="5")
-    train.add_argument("--model-dir", default=default_dir, help="model registry root")
+    train.add_argument("--model-dir", default=default_dir,
+                       help="model registry root (default: MERIDIAN_SIGNALS_MODEL_DIR, "
+                            ".local/models)")
     train.add_argument("--name", default="meta-trend", help="model name in the registry")
     train.add_argument("--promote", action="store_true", help="promote the new version")
     train.add_argument("-v", "--verbose", action="store_true")

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from google.protobuf.message import Message
 
 from meridian.v1 import common_pb2
+
+if TYPE_CHECKING:
+    import prometheus_client
 
 Position = tuple[str, int, int]  # physical (topic, partition, offset)
 
@@ -74,6 +77,10 @@ class Handler:
     # the host then rebuilds it on start by replaying every input partition up to the group's
     # committed offset, outputs discarded, so a restart resumes exactly where the state was.
     rebuild_from_inputs: ClassVar[bool] = False
+
+    def bind_metrics(self, registry: prometheus_client.CollectorRegistry) -> None:
+        """Register the handler's own metrics in the registry the host exposes (called once,
+        before `start`). A handler must work without it: unit tests never call it."""
 
     async def start(self) -> None:
         """Load state (e.g. from the database) before the first message."""

@@ -37,6 +37,7 @@ async def serve(name: str, factory: HandlerFactory, common: config.CommonSetting
     bus = open_bus(common, f"meridian-{name}")
     await bus.ensure_topics(all_topic_configs(common.topic_prefix, common.partitions))
     sensor = metrics.PrometheusSensor(name)
+    handler.bind_metrics(sensor.registry)
     metrics.serve(common.metrics_port, sensor.registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,7 +8,9 @@ from meridian_signals.settings import SignalsSettings
 
 
 async def build(common: config.CommonSettings) -> SignalsHandler:
-    return SignalsHandler(config.load(SignalsSettings))
+    # the database, when configured, holds which model version is promoted
+    url = common.database_url.get_secret_value() if common.database_url else None
+    return SignalsHandler(config.load(SignalsSettings), database_url=url)
 
 
 def main() -> None:
