@@ -55,6 +55,9 @@ def test_walk_forward_scores_only_unseen_windows_and_repeats_exactly(events) -> 
     for fold in first.folds:
         assert fold.train_events > 0
         assert fold.test_events > 0
+        assert fold.strategy["primary.trades"] == fold.test_events
+        assert fold.strategy["meta-filtered.trades"] == fold.taken
+        assert 0.0 <= fold.strategy["meta-filtered.max_drawdown"] < 1.0
     # every out-of-sample row belongs to exactly one fold's test window
     assert np.unique(first.oos_index).size == first.oos_index.size
     assert np.all((first.oos_proba >= 0) & (first.oos_proba <= 1))
@@ -73,3 +76,12 @@ def test_final_model_is_fit_on_the_most_recent_window(events) -> None:
     p = model.predict_proba(events.x[-50:])[:, 1]
     assert p.shape == (50,)
     assert isinstance(params, dict)
+
+
+def test_equity_curve_of_no_trades_is_flat_and_trades_compound_at_their_exit() -> None:
+    from meridian_ml.train import equity_curve
+
+    flat = equity_curve(np.empty(0, dtype=np.int64), np.empty(0), 0.25, 0, 2 * DAY)
+    assert [v for _, v in flat] == [1.0, 1.0, 1.0]
+    curve = equity_curve(np.array([DAY + 5, 5]), np.array([0.1, -0.2]), 0.5, 0, 2 * DAY)
+    assert [round(v, 12) for _, v in curve] == [1.0, 0.9, 0.945]

@@ -144,11 +144,13 @@ def _printer():  # type: ignore[no-untyped-def]
 
 
 def _print_folds(result: Any) -> None:
-    print("fold  test window              train  test   AUC  precision  recall  kept  pruned")
+    print("fold  test window              train  test   AUC  precision  recall  kept  pruned"
+          "  primary  filtered")
     for f in result.folds:
         print(f"{f.index + 1:>4}  {_iso(f.test_start_ms)} .. {_iso(f.test_end_ms)}  "
               f"{f.train_events:>5}  {f.test_events:>4}  {f.auc:.3f}  {f.precision:>9.3f}  "
-              f"{f.recall:>6.3f}  {f.taken:>4}  {f.trials_pruned:>6}")
+              f"{f.recall:>6.3f}  {f.taken:>4}  {f.trials_pruned:>6}  "
+              f"{f.strategy['primary.return']:>+7.1%}  {f.strategy['meta-filtered.return']:>+8.1%}")
 
 
 def _print_metrics(m: dict[str, float]) -> None:

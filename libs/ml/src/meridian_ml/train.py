@@ -68,6 +68,8 @@ class FoldResult:
     recall: float
     taken: int
     trials_pruned: int
+    # the fold's test window traded by the primary rules alone and with the meta-filter
+    strategy: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -139,6 +141,8 @@ def equity_curve(t1: npt.NDArray[np.int64], returns: npt.NDArray[np.float64],
     """Daily equity from 1.0: each trade moves equity by allocation x its net return at its
     exit (an approximation of the portfolio; the faithful one is the topic-replay backtest)."""
     days = np.arange(start_ms // DAY_MS * DAY_MS, end_ms + DAY_MS, DAY_MS)
+    if t1.size == 0:
+        return [(int(d), 1.0) for d in days]  # no trade: equity stays flat
     order = np.argsort(t1, kind="stable")
     growth = np.cumprod(1.0 + allocation * returns[order])
     done = np.searchsorted(t1[order], days, side="right")
@@ -170,10 +174,17 @@ def walk_forward(events: Events, config: TrainConfig,
         p = model.predict_proba(events.x[f.test])[:, 1]
         y = events.y[f.test]
         take = p >= config.threshold
+        r, t1 = events.net_return[f.test], events.t1[f.test]
+        end = int(t1.max())
+        strategy = {
+            f"{name}.{k}": v
+            for name, keep in (("primary", np.ones_like(take)), ("meta-filtered", take))
+            for k, v in _strategy(equity_curve(t1[keep], r[keep], config.allocation,
+                                               f.test_start, end), int(keep.sum())).items()}
         results.append(FoldResult(
             f.index, f.test_start, f.test_end, f.train.size, f.test.size, params, _auc(y, p),
             float(precision_score(y, take, zero_division=0)),
-            float(recall_score(y, take, zero_division=0)), int(take.sum()), pruned))
+            float(recall_score(y, take, zero_division=0)), int(take.sum()), pruned, strategy))
         say(f"fold {f.index + 1}/{len(folds)}: AUC {results[-1].auc:.3f}, "
             f"{int(take.sum())}/{f.test.size} entries kept")
         proba.append(p)
