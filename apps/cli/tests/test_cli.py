@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from meridian_cli.settings import SETTINGS_CLASSES
 
 
-def _meridian(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "meridian_cli.main", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=300, check=False)
-
-
-def test_embedded_run_prints_summary_and_writes_report(tmp_path: Path) -> None:
+def test_embedded_run_prints_summary_and_writes_report(tmp_path: Path, meridian) -> None:
     report_path = tmp_path / "report.json"
-    proc = _meridian("run", "--symbols", "BTCUSDT,ETHUSDT", "--start", "2021-01-01", "--end",
+    proc = meridian("run", "--symbols", "BTCUSDT,ETHUSDT", "--start", "2021-01-01", "--end",
                      "2021-02-01", "--report", str(report_path), "--pg-dir",
-                     str(tmp_path / "pg"), cwd=tmp_path)
+                     str(tmp_path / "pg"))
     assert proc.returncode == 0, proc.stderr
     assert "replay: 1,488/1,488 candles (100%)" in proc.stderr
     for column in ("trades", "win rate", "net PnL", "max DD", "Sharpe"):
@@ -35,17 +27,14 @@ def test_embedded_run_prints_summary_and_writes_report(tmp_path: Path) -> None:
     assert report["fills"] >= 2 * report["total"]["trades"]
 
 
-def test_bad_setting_is_named(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "meridian_cli.main", "run"], capture_output=True, text=True,
-        env={"PATH": "/usr/bin:/bin", "MERIDIAN_RISK_ORDER_NOTIONAL": "lots"}, timeout=120,
-        check=False)
+def test_bad_setting_is_named(meridian) -> None:
+    proc = meridian("run", env={"MERIDIAN_RISK_ORDER_NOTIONAL": "lots"})
     assert proc.returncode == 2
     assert "MERIDIAN_RISK_ORDER_NOTIONAL" in proc.stderr
 
 
-def test_config_reference_lists_every_variable(tmp_path: Path) -> None:
-    proc = _meridian("config", cwd=tmp_path)
+def test_config_reference_lists_every_variable(meridian) -> None:
+    proc = meridian("config")
     assert proc.returncode == 0
     for klass in SETTINGS_CLASSES:
         prefix = klass.model_config["env_prefix"].upper()

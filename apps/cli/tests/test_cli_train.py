@@ -4,22 +4,14 @@ both strategies' results, a registered model whose ONNX export matches xgboost, 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 
-def _meridian(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "meridian_cli.main", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=600, check=False)
-
-
-def test_train_registers_and_promotes_a_model(tmp_path: Path) -> None:
+def test_train_registers_and_promotes_a_model(tmp_path: Path, meridian) -> None:
     models = tmp_path / "models"
-    proc = _meridian("train", "--symbols", "BTCUSDT", "--start", "2021-01-01", "--end",
+    proc = meridian("train", "--symbols", "BTCUSDT", "--start", "2021-01-01", "--end",
                      "2023-01-01", "--train-days", "180", "--test-days", "60", "--trials", "2",
-                     "--allow-short", "--model-dir", str(models), "--promote", cwd=tmp_path)
+                     "--allow-short", "--model-dir", str(models), "--promote")
     assert proc.returncode == 0, proc.stderr
     assert "labelled primary entries" in proc.stderr
     assert "trial 2/2" in proc.stderr  # progress per trial
@@ -40,14 +32,14 @@ def test_train_registers_and_promotes_a_model(tmp_path: Path) -> None:
     assert (models / "meta-trend" / "PROMOTED").read_text().strip() == version
 
 
-def test_promoting_an_unknown_version_names_the_known_ones(tmp_path: Path) -> None:
-    proc = _meridian("model", "promote", "meta-trend-20990101000000-deadbeef", "--model-dir",
-                     str(tmp_path), cwd=tmp_path)
+def test_promoting_an_unknown_version_names_the_known_ones(tmp_path: Path, meridian) -> None:
+    proc = meridian("model", "promote", "meta-trend-20990101000000-deadbeef", "--model-dir",
+                     str(tmp_path))
     assert proc.returncode == 2
     assert "unknown model version" in proc.stderr
 
 
-def test_bad_training_window_is_a_clear_error(tmp_path: Path) -> None:
-    proc = _meridian("train", "--trials", "0", "--model-dir", str(tmp_path), cwd=tmp_path)
+def test_bad_training_window_is_a_clear_error(tmp_path: Path, meridian) -> None:
+    proc = meridian("train", "--trials", "0", "--model-dir", str(tmp_path))
     assert proc.returncode == 2
     assert "trials" in proc.stderr

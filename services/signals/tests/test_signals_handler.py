@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,9 +16,6 @@ from meridian.v1 import common_pb2, control_pb2, features_pb2, signal_pb2
 from meridian_common import codec, config, topics
 from meridian_common.features.spec import TREND_V2
 from meridian_common.handler import Inbound, InvalidMessage, Outbox
-from meridian_common.marketdata import CsvCandleSource, default_data_dir, make_candle
-from meridian_features.handler import FeaturesHandler
-from meridian_features.settings import FeaturesSettings
 from meridian_signals.handler import SignalsHandler
 from meridian_signals.settings import SignalsSettings
 
@@ -178,17 +176,8 @@ def test_settings_are_checked_up_front() -> None:
         config.load(SignalsSettings, {"MERIDIAN_SIGNALS_MODEL_DIRR": "x"})
 
 
-def real_features(hours: int) -> list[features_pb2.Features]:
-    source = CsvCandleSource(default_data_dir(), "BTCUSDT", "1h")
-    fh = FeaturesHandler(FeaturesSettings())
-    out = Outbox("features")
-    for i, raw in enumerate(itertools.islice(source.rows(), hours)):
-        c = make_candle("binance", "BTCUSDT", "1h", raw, "ingest")
-        fh.handle(Inbound(topics.CANDLE, KEY, c, ("md.candle.v1", 0, i)), out)
-    return [m for _, _, m in out.items]  # type: ignore[misc]
-
-
-def test_one_output_per_input_and_deterministic_ids_on_real_data(tmp_path: Path) -> None:
+def test_one_output_per_input_and_deterministic_ids_on_real_data(
+        tmp_path: Path, real_features: Callable[[int], list[features_pb2.Features]]) -> None:
     feats = real_features(600)
     assert len(feats) == 600
     a = run(handler(tmp_path), feats)

@@ -5,10 +5,10 @@ probability on a message, so accept / filter are exact."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,10 +24,8 @@ from meridian_common.features.spec import TREND_V2
 from meridian_common.fills import PaperFillModel
 from meridian_common.handler import Inbound, Outbox
 from meridian_common.labels import Barriers
-from meridian_common.marketdata import CsvCandleSource, default_data_dir, make_candle
+from meridian_common.marketdata import default_data_dir
 from meridian_common.strategy import TrendParams
-from meridian_features.handler import FeaturesHandler
-from meridian_features.settings import FeaturesSettings
 from meridian_ml.dataset import build_events, load_csv
 from meridian_ml.model import fit, xgb_json
 from meridian_ml.onnx_model import OnnxModel, to_onnx
@@ -60,19 +58,10 @@ class Models:
     narrow: bytes  # a real model over 3 inputs: scoring a feature row with it fails
 
 
-def _real_features() -> list[features_pb2.Features]:
-    source = CsvCandleSource(default_data_dir(), "BTCUSDT", "1h")
-    fh = FeaturesHandler(FeaturesSettings())
-    out = Outbox("features")
-    for i, raw in enumerate(itertools.islice(source.rows(), HOURS)):
-        c = make_candle("binance", "BTCUSDT", "1h", raw, "ingest")
-        fh.handle(Inbound(topics.CANDLE, KEY, c, ("md.candle.v1", 0, i)), out)
-    return [m for _, _, m in out.items]  # type: ignore[misc]
-
-
 @pytest.fixture(scope="module")
-def feats() -> list[features_pb2.Features]:
-    return _real_features()
+def feats(real_features: Callable[[int], list[features_pb2.Features]],
+          ) -> list[features_pb2.Features]:
+    return real_features(HOURS)
 
 
 @pytest.fixture(scope="module")
