@@ -77,6 +77,11 @@ class Handler:
     # the host then rebuilds it on start by replaying every input partition up to the group's
     # committed offset, outputs discarded, so a restart resumes exactly where the state was.
     rebuild_from_inputs: ClassVar[bool] = False
+    # Topics (inputs or the handler's own outputs) read whole on start and given to `restore`
+    # before the first message: state that must survive a restart but is not a function of the
+    # inputs' arrival order, e.g. the kill switch (control.v1, compacted) and the orders the
+    # handler already approved (its own output, the record of its decisions).
+    restore_from: ClassVar[tuple[str, ...]] = ()
 
     def bind_metrics(self, registry: prometheus_client.CollectorRegistry) -> None:
         """Register the handler's own metrics in the registry the host exposes (called once,
@@ -86,6 +91,10 @@ class Handler:
         """Load state (e.g. from the database) before the first message."""
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
+        raise NotImplementedError
+
+    def restore(self, msg: Inbound) -> None:
+        """Take one record of a `restore_from` topic into the state (no outputs)."""
         raise NotImplementedError
 
     async def flush(self) -> None:

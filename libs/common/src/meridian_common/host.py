@@ -83,6 +83,8 @@ class ServiceHost:
         await handler.start()
         if handler.rebuild_from_inputs:
             await self._rebuild(consumer)
+        if handler.restore_from:
+            await self._restore()
         self.ready.set()
         log.info("service started", extra={"group": self.group, "inputs": list(handler.inputs)})
         try:
@@ -143,6 +145,33 @@ class ServiceHost:
                     offset = records[-1].offset + 1
         log.info("state rebuilt from inputs", extra={
             "records": replayed, "seconds": round(time.perf_counter() - started, 3)})
+
+    async def _restore(self) -> None:
+        """Read each `restore_from` topic from its start to its current end into the handler."""
+        restored = 0
+        for logical in self.handler.restore_from:
+            physical = self.prefix + logical
+            for partition, end in enumerate(await self.bus.topic_ends(physical)):
+                offset = 0
+                while offset < end:
+                    records = await self.bus.read_partition(physical, partition, offset,
+                                                            min(offset + REBUILD_CHUNK, end))
+                    if not records:
+                        break
+                    for record in records:
+                        try:
+                            message = codec.decode(logical, record.value,
+                                                   record.header(codec.TYPE_HEADER))
+                        except codec.MalformedMessage:
+                            continue  # dead-lettered when it was first consumed, if ever
+                        key = record.key.decode() if record.key else ""
+                        self.handler.restore(Inbound(logical, key, message,
+                                                     (record.topic, record.partition,
+                                                      record.offset)))
+                    restored += len(records)
+                    offset = records[-1].offset + 1
+        log.info("state restored", extra={"topics": list(self.handler.restore_from),
+                                           "records": restored})
 
     def _handle_one(self, logical: str, record: Record, out: Outbox) -> str | None:
         """Decode one record and hand it to the handler; the reason if it must be dead-lettered."""

@@ -23,6 +23,10 @@ class RiskHandler(Handler):
     name = "risk"
     inputs = (topics.SIGNAL, topics.CONTROL)
     outputs = (topics.RISK_DECISION, topics.ORDER_APPROVED)
+    # The kill switch (control.v1 is compacted: its latest command per subject) and the book of
+    # approved orders (this service's own record of its decisions) survive a restart. A signal
+    # handled again after a crash then finds its position already at target: no second order.
+    restore_from = (topics.CONTROL, topics.ORDER_APPROVED)
 
     def __init__(self, settings: RiskSettings) -> None:
         self.settings = settings
@@ -39,6 +43,17 @@ class RiskHandler(Handler):
             out.watermark(topics.ORDER_APPROVED, msg.key, msg.event_time_ms)
         else:
             self._signal(msg.key, msg.message, out)  # type: ignore[arg-type]
+
+    def restore(self, msg: Inbound) -> None:
+        if msg.is_watermark:
+            return
+        if msg.topic == topics.CONTROL:
+            self._control(msg.message)  # type: ignore[arg-type]
+            return
+        order: order_approved_pb2.ApprovedOrder = msg.message  # type: ignore[assignment]
+        quantity = dec(order.quantity, "ApprovedOrder.quantity")
+        signed = quantity if order.side == common_pb2.SIDE_BUY else -quantity
+        self.positions[msg.key] = self.positions.get(msg.key, ZERO) + signed
 
     def _control(self, command: control_pb2.Control) -> None:
         if command.WhichOneof("command") == "kill_switch":
