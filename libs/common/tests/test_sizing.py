@@ -1,4 +1,4 @@
-"""Order sizing: the largest lot-step multiple whose value does not exceed the notional."""
+"""Order sizing: lot rounding, exchange market rules and the sizing methods (all Decimal)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meridian.v1 import common_pb2
 from meridian_common.money import MONEY_CONTEXT
-from meridian_common.sizing import quantity_for_notional
+from meridian_common.sizing import (
+    MarketRules,
+    Sizing,
+    confidence_scaled,
+    fixed_fraction,
+    fractional_kelly,
+    kelly_fraction,
+    quantity_for_notional,
+    volatility_adjusted,
+)
 
 prices = st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("1000000"), places=8,
                      allow_nan=False, allow_infinity=False)
