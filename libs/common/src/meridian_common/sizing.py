@@ -165,6 +165,9 @@ class MarketRules:
         ccxt hands numbers over as floats; they are read through repr(), the shortest decimal that
         round-trips, which is the exchange's published string for any real tick or limit.
         """
+        if precision_mode not in ("tick_size", "decimal_places"):
+            raise ValueError(f"precision_mode: expected 'tick_size' or 'decimal_places', "
+                             f"got {precision_mode!r}")
         symbol = market.get("symbol", "?")
         precision = market.get("precision") or {}
         limits = market.get("limits") or {}
