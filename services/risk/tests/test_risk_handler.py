@@ -27,7 +27,10 @@ from meridian_risk.settings import RiskSettings
 KEY = "binance:BTCUSDT"
 HOUR = 3_600_000
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % HOUR)
-RULES = ["signal.direction", "order.nonzero", "order.min_notional", "position.max_notional",
+RULES = ["strategy.direction", "order.nonzero", "order.min_notional", "order.precision",
+         "order.max_notional", "order.max_leverage", "order.margin",
+         "position.stop_loss_required", "position.stop_before_liquidation",
+         "position.max_notional", "portfolio.max_exposure", "portfolio.max_open_positions",
          "system.kill_switch"]
 LONG, SHORT, FLAT = (common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT,
                      common_pb2.DIRECTION_FLAT)
@@ -109,7 +112,8 @@ def test_long_is_sized_and_approved() -> None:
 def test_long_quantity_is_floor_of_notional_over_price(price: Decimal, notional: Decimal,
                                                        step: Decimal) -> None:
     s = RiskSettings(order_notional=notional, max_position_notional=notional * 2,
-                     min_order_notional=Decimal(0), quantity_step=step)
+                     max_portfolio_notional=notional * 2, min_order_notional=Decimal(0),
+                     quantity_step=step)
     decisions, orders, _ = split(handle(RiskHandler(s), signal(1, LONG, str(price))))
     steps = math.floor(Fraction(notional) / Fraction(price) / Fraction(step))
     expected = Decimal(steps) * step
@@ -193,7 +197,9 @@ def test_max_position_notional_rejects() -> None:
     assert not d.approved
     failing = [r.rule for r in d.rules if not r.passed]
     assert failing == ["position.max_notional"]
-    assert "500" in d.rules[3].detail
+    assert rules_of(d)["position.max_notional"] is False
+    assert [r.detail for r in d.rules if r.rule == "position.max_notional"] == [
+        "999.9978975 vs max 500"]
     assert orders == []
     assert len(marks) == 1
 

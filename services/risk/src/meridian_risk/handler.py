@@ -11,9 +11,10 @@ from decimal import Decimal
 
 from meridian.v1 import common_pb2, control_pb2, order_approved_pb2, risk_decision_pb2, signal_pb2
 from meridian_common import ids, topics
-from meridian_common.handler import Handler, Inbound, Outbox
+from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.money import ZERO, dec, to_str
-from meridian_risk.rules import evaluate, propose
+from meridian_risk.book import Book
+from meridian_risk.rules import Context, evaluate, parse_stop, propose
 from meridian_risk.settings import RiskSettings
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,16 @@ class RiskHandler(Handler):
     # The kill switch (control.v1 is compacted: its latest command per subject) and the book of
     # approved orders (this service's own record of its decisions) survive a restart. A signal
     # handled again after a crash then finds its position already at target: no second order.
-    restore_from = (topics.CONTROL, topics.ORDER_APPROVED)
+    # risk.decision.v1 (read before the orders) gives the book its prices: each approved
+    # order's entry and the last reference price per symbol.
+    restore_from = (topics.CONTROL, topics.RISK_DECISION, topics.ORDER_APPROVED)
 
     def __init__(self, settings: RiskSettings) -> None:
         self.settings = settings
-        self.positions: dict[str, Decimal] = {}
+        self.market_rules = settings.market_rules()
+        self.book = Book()
+        # client_order_id -> reference price of its approved decision, while restoring.
+        self._restored_prices: dict[str, Decimal] = {}
         self.kill_switch = False
         self.approved = 0
         self.rejected = 0
@@ -50,10 +56,26 @@ class RiskHandler(Handler):
         if msg.topic == topics.CONTROL:
             self._control(msg.message)  # type: ignore[arg-type]
             return
+        if msg.topic == topics.RISK_DECISION:
+            decision: risk_decision_pb2.RiskDecision = msg.message  # type: ignore[assignment]
+            price = dec(decision.reference_price, "RiskDecision.reference_price")
+            self.book.marks[msg.key] = price
+            if decision.approved:
+                self._restored_prices[decision.client_order_id] = price
+            return
         order: order_approved_pb2.ApprovedOrder = msg.message  # type: ignore[assignment]
         quantity = dec(order.quantity, "ApprovedOrder.quantity")
         signed = quantity if order.side == common_pb2.SIDE_BUY else -quantity
-        self.positions[msg.key] = self.positions.get(msg.key, ZERO) + signed
+        # Without its decision (never expected: both are published together) the entry is the
+        # symbol's last known price, else 0 until the next signal marks it.
+        price = self._restored_prices.pop(order.client_order_id,
+                                          self.book.marks.get(msg.key, ZERO))
+        self.book.apply(msg.key, signed, price)
+
+    @property
+    def positions(self) -> dict[str, Decimal]:
+        """Signed position per key (a view of the book)."""
+        return {k: p.quantity for k, p in self.book.positions.items()}
 
     def _control(self, command: control_pb2.Control) -> None:
         if command.WhichOneof("command") == "kill_switch":
@@ -64,9 +86,19 @@ class RiskHandler(Handler):
 
     def _signal(self, key: str, signal: signal_pb2.Signal, out: Outbox) -> None:
         price = dec(signal.reference_price, "Signal.reference_price")
-        current = self.positions.get(key, ZERO)
-        proposal = propose(signal.direction, current, price, self.settings)
-        rules = evaluate(signal.direction, proposal, price, self.kill_switch, self.settings)
+        if price <= 0:
+            raise InvalidMessage(f"Signal.reference_price: {signal.reference_price!r} is not "
+                                 "positive")
+        stop, stop_error = parse_stop(signal)
+        proposal = propose(signal.direction, key, price, stop, signal.confidence, self.book,
+                           self.settings, self.market_rules)
+        ctx = Context(key=key, direction=signal.direction, price=price, stop=stop,
+                      stop_error=stop_error, confidence=signal.confidence, proposal=proposal,
+                      book=self.book, settings=self.settings, rules=self.market_rules,
+                      kill_switch=self.kill_switch)
+        rules = evaluate(ctx)
+        # The signal's price marks the symbol whatever the decision: exposure is valued at it.
+        self.book.marks[key] = price
         approved = all(r.passed for r in rules)
         t = signal.meta.event_time_ms
         decision = risk_decision_pb2.RiskDecision(
@@ -84,7 +116,7 @@ class RiskHandler(Handler):
         self.approved += 1
         coid = ids.client_order_id(signal.meta.id)
         decision.client_order_id = coid
-        self.positions[key] = proposal.target
+        self.book.apply(key, proposal.target - self.book.quantity(key), price)
         out.emit(topics.RISK_DECISION, key, decision)
         out.emit(topics.ORDER_APPROVED, key, order_approved_pb2.ApprovedOrder(
             meta=common_pb2.Meta(id=coid, cause_id=decision.meta.id, event_time_ms=t,

@@ -1,21 +1,39 @@
 """The gate's rules, each named "<layer>.<rule>" and reported in every decision.
 
-Positions are the gate's own book of what it approved (paper market orders always fill), which
-keeps the gate the single serialization point: two signals can never both pass a limit that only
-one of them fits. Reconciling that book with portfolio.v1 and order.event.v1 comes with the full
-risk issue.
+Layers: strategy (is the signal tradable), order (the order itself: size, leverage, margin,
+exchange precision), position (the symbol's position after the order: stop loss, liquidation,
+size), portfolio (every symbol together), system (kill switch). Each rule is a small function of
+a `Context` returning a RuleResult whose detail states the numbers it compared.
+
+Positions are the gate's own book of what it approved (see book.py), valued at the last
+reference price seen per symbol. Exits (reduce-only orders) are never blocked by a limit on
+size, exposure, margin or by the kill switch: only by rules the exchange itself would enforce
+(a non-empty order, its minimum notional and precision).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from meridian.v1 import common_pb2
+from meridian.v1 import common_pb2, signal_pb2
 from meridian.v1.risk_decision_pb2 import RuleResult
-from meridian_common.money import MONEY_CONTEXT, ZERO, to_str
-from meridian_common.sizing import quantity_for_notional
+from meridian_common import margin
+from meridian_common.money import MONEY_CONTEXT, ZERO, dec, to_str
+from meridian_common.sizing import (
+    MarketRules,
+    Sizing,
+    confidence_scaled,
+    fixed_fraction,
+    quantity_for_notional,
+    volatility_adjusted,
+)
+from meridian_risk.book import Book
 from meridian_risk.settings import RiskSettings
+
+KNOWN_DIRECTIONS = (common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT,
+                    common_pb2.DIRECTION_FLAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,48 +42,330 @@ class Proposal:
     quantity: Decimal  # positive
     target: Decimal  # signed position after the order
     reduce_only: bool
+    entry_after: Decimal  # entry price of the position after the order (0 when flat)
+    sizing_note: str = ""  # why an entry sized to zero, "" otherwise
+
+    @property
+    def is_entry(self) -> bool:
+        """An order that opens or adds: every limit applies to it."""
+        return self.quantity > 0 and not self.reduce_only
 
 
-KNOWN_DIRECTIONS = (common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT,
-                    common_pb2.DIRECTION_FLAT)
+@dataclass(frozen=True, slots=True)
+class Context:
+    key: str
+    direction: int
+    price: Decimal
+    stop: Decimal | None  # the signal's stop_loss, None when absent or unparseable
+    stop_error: str  # why the stop_loss did not parse, "" otherwise
+    confidence: float
+    proposal: Proposal
+    book: Book
+    settings: RiskSettings
+    rules: MarketRules
+    kill_switch: bool
+
+    @property
+    def current(self) -> Decimal:
+        return self.book.quantity(self.key)
+
+    @property
+    def order_value(self) -> Decimal:
+        return MONEY_CONTEXT.multiply(self.proposal.quantity, self.price)
+
+    @property
+    def position_value(self) -> Decimal:
+        return MONEY_CONTEXT.multiply(abs(self.proposal.target), self.price)
 
 
-def target_position(direction: int, current: Decimal, price: Decimal,
-                    settings: RiskSettings) -> Decimal:
+# --------------------------------------------------------------------------- sizing
+
+
+def size_entry(direction: int, price: Decimal, stop: Decimal | None, confidence: float,
+               settings: RiskSettings, rules: MarketRules) -> tuple[Decimal, str]:
+    """Quantity of a new entry (> 0) or 0 with the reason, by the configured method.
+
+    Equity is settings.initial_capital: realized PnL is not known to the gate yet (it does not
+    consume fills), so sizing neither compounds gains nor shrinks after losses.
+    """
+    s = settings
+    if s.sizing == "fixed_notional":
+        qty = quantity_for_notional(s.order_notional, price, s.quantity_step)
+        note = "" if qty > 0 else (f"order_notional {to_str(s.order_notional)} buys less than "
+                                   f"one lot ({to_str(s.quantity_step)}) at {to_str(price)}")
+        return qty, note
+    result: Sizing
+    try:
+        if s.sizing == "fixed_fraction":
+            result = fixed_fraction(s.initial_capital, s.sizing_fraction, price, rules, s.leverage)
+        elif s.sizing == "confidence_scaled":
+            conf = Decimal(repr(confidence))
+            result = confidence_scaled(s.initial_capital, s.sizing_fraction, conf,
+                                       s.sizing_max_fraction, price, rules, s.leverage)
+        else:
+            if stop is None:
+                return ZERO, "volatility_adjusted sizing needs the signal's stop_loss"
+            wrong_side = stop >= price if direction == common_pb2.DIRECTION_LONG else stop <= price
+            if wrong_side:
+                return ZERO, (f"stop {to_str(stop)} is not on the protective side of entry "
+                              f"{to_str(price)}")
+            result = volatility_adjusted(s.initial_capital, s.risk_per_trade, price, stop, rules,
+                                         s.leverage, s.max_position_notional)
+    except (ValueError, ArithmeticError) as exc:
+        return ZERO, f"{s.sizing}: {exc}"
+    return result.quantity, "" if result.ok else f"{s.sizing}: {result.reason}"
+
+
+def target_position(direction: int, current: Decimal, entry_size: Callable[[], Decimal]
+                    ) -> Decimal:
     if direction not in KNOWN_DIRECTIONS:
-        return current  # no trade; evaluate() reports the rule that failed
+        return current  # no trade; the strategy.direction rule reports it
     if direction == common_pb2.DIRECTION_FLAT:
         return ZERO
-    size = quantity_for_notional(settings.order_notional, price, settings.quantity_step)
     if direction == common_pb2.DIRECTION_LONG:
-        return current if current > 0 else size
-    return current if current < 0 else -size
+        return current if current > 0 else entry_size()
+    return current if current < 0 else -entry_size()
 
 
-def propose(direction: int, current: Decimal, price: Decimal, settings: RiskSettings) -> Proposal:
-    target = target_position(direction, current, price, settings)
+def propose(direction: int, key: str, price: Decimal, stop: Decimal | None, confidence: float,
+            book: Book, settings: RiskSettings, rules: MarketRules) -> Proposal:
+    current = book.quantity(key)
+    note = ""
+
+    def entry_size() -> Decimal:
+        nonlocal note
+        qty, note = size_entry(direction, price, stop, confidence, settings, rules)
+        return qty
+
+    target = target_position(direction, current, entry_size)
     delta = target - current
     side = common_pb2.SIDE_BUY if delta > 0 else common_pb2.SIDE_SELL
     reduce_only = target == 0 or (abs(target) < abs(current) and (target > 0) == (current > 0))
-    return Proposal(side, abs(delta), target, reduce_only)
+    after = Book({k: p for k, p in book.positions.items()})
+    if delta != 0:
+        after.apply(key, delta, price)
+    pos = after.positions.get(key)
+    return Proposal(side, abs(delta), target, reduce_only, pos.entry if pos else ZERO, note)
 
 
-def evaluate(direction: int, proposal: Proposal, price: Decimal, kill_switch: bool,
-             settings: RiskSettings) -> list[RuleResult]:
-    value = MONEY_CONTEXT.multiply(proposal.quantity, price)
-    position_value = MONEY_CONTEXT.multiply(abs(proposal.target), price)
-    known = direction in KNOWN_DIRECTIONS
-    return [
-        RuleResult(rule="signal.direction", passed=known,
-                   detail="long, short or flat" if known else f"unknown direction {direction}"),
-        RuleResult(rule="order.nonzero", passed=proposal.quantity > 0,
-             detail="order changes the position" if proposal.quantity > 0
-             else "position already at target"),
-        RuleResult(rule="order.min_notional", passed=value >= settings.min_order_notional,
-             detail=f"{to_str(value)} vs min {to_str(settings.min_order_notional)}"),
-        RuleResult(rule="position.max_notional",
-             passed=proposal.reduce_only or position_value <= settings.max_position_notional,
-             detail=f"{to_str(position_value)} vs max {to_str(settings.max_position_notional)}"),
-        RuleResult(rule="system.kill_switch", passed=not kill_switch or proposal.reduce_only,
-             detail="engaged: only reduce-only orders pass" if kill_switch else "clear"),
-    ]
+def parse_stop(signal: signal_pb2.Signal) -> tuple[Decimal | None, str]:
+    if not signal.stop_loss:
+        return None, ""
+    try:
+        stop = dec(signal.stop_loss, "Signal.stop_loss")
+    except ValueError as exc:
+        return None, str(exc)
+    if stop <= 0:
+        return None, f"Signal.stop_loss: {signal.stop_loss!r} is not positive"
+    return stop, ""
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _result(rule: str, passed: bool, detail: str) -> RuleResult:
+    return RuleResult(rule=rule, passed=passed, detail=detail)
+
+
+def _exempt(rule: str, ctx: Context, detail: str) -> RuleResult:
+    """Limits judge entries only: an exit (reduce-only) or a non-order always passes them."""
+    what = "reduce-only exit" if ctx.proposal.quantity > 0 else "no order"
+    return _result(rule, True, f"{what}: {detail}")
+
+
+def strategy_direction(ctx: Context) -> RuleResult:
+    known = ctx.direction in KNOWN_DIRECTIONS
+    return _result("strategy.direction", known,
+                   "long, short or flat" if known else f"unknown direction {ctx.direction}")
+
+
+def order_nonzero(ctx: Context) -> RuleResult:
+    p = ctx.proposal
+    if p.quantity > 0:
+        detail = f"order of {to_str(p.quantity)} changes the position {to_str(ctx.current)}"
+    elif p.sizing_note:
+        detail = f"entry sized to 0: {p.sizing_note}"
+    else:
+        detail = f"position {to_str(ctx.current)} already at target"
+    return _result("order.nonzero", p.quantity > 0, detail)
+
+
+def order_min_notional(ctx: Context) -> RuleResult:
+    value, low = ctx.order_value, ctx.settings.min_order_notional
+    return _result("order.min_notional", value >= low, f"{to_str(value)} vs min {to_str(low)}")
+
+
+def order_precision(ctx: Context) -> RuleResult:
+    qty = ctx.proposal.quantity
+    if qty <= 0:
+        return _result("order.precision", True, "no order to check")
+    # A market order sends no price: the quantity is checked against the lot, and the stop
+    # (sent as a trigger price) against the tick. The minimum notional is order.min_notional's.
+    price = ctx.stop if ctx.stop is not None and ctx.proposal.is_entry else None
+    check_price = price if price is not None else ctx.rules.tick
+    reasons = [r for r in ctx.rules.valid(qty, check_price) if "min_notional" not in r]
+    subject = f"quantity {to_str(qty)} on lot {to_str(ctx.rules.lot)}"
+    if price is not None:
+        subject += f", stop {to_str(price)} on tick {to_str(ctx.rules.tick)}"
+    return _result("order.precision", not reasons, "; ".join(reasons) if reasons else subject)
+
+
+def _entry_limit(name: str, ctx: Context, value: Decimal, high: Decimal) -> RuleResult:
+    """value <= high for entries; exits are exempt (reported with the same numbers)."""
+    detail = f"{to_str(value)} vs max {to_str(high)}"
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, value <= high, detail)
+
+
+def order_max_notional(ctx: Context) -> RuleResult:
+    return _entry_limit("order.max_notional", ctx, ctx.order_value,
+                        ctx.settings.max_order_notional)
+
+
+def order_max_leverage(ctx: Context) -> RuleResult:
+    s = ctx.settings
+    used = MONEY_CONTEXT.divide(ctx.order_value, s.initial_capital)
+    detail = (f"{to_str(ctx.order_value)} / capital {to_str(s.initial_capital)} = "
+              f"{to_str(used.quantize(Decimal('0.0001'), context=MONEY_CONTEXT))}x vs max "
+              f"{to_str(s.leverage)}x")
+    if not ctx.proposal.is_entry:
+        return _exempt("order.max_leverage", ctx, detail)
+    return _result("order.max_leverage", used <= s.leverage, detail)
+
+
+def _margin(quantity: Decimal, entry: Decimal, leverage: Decimal) -> Decimal:
+    return margin.initial_margin(MONEY_CONTEXT.multiply(abs(quantity), entry), leverage)
+
+
+def order_margin(ctx: Context) -> RuleResult:
+    s, p = ctx.settings, ctx.proposal
+    others = sum((_margin(pos.quantity, pos.entry, s.leverage)
+                  for _, pos in ctx.book.others(ctx.key)), ZERO)
+    pos = ctx.book.positions.get(ctx.key)
+    same_side = pos is not None and p.target != 0 and (pos.quantity > 0) == (p.target > 0)
+    committed = others + (_margin(pos.quantity, pos.entry, s.leverage) if same_side and pos
+                          else ZERO)
+    total = others + _margin(p.target, p.entry_after, s.leverage)
+    order = max(total - committed, ZERO)
+    detail = (f"order {to_str(order)} + committed {to_str(committed)} = {to_str(total)} vs "
+              f"capital {to_str(s.initial_capital)}")
+    if not p.is_entry:
+        return _exempt("order.margin", ctx, detail)
+    return _result("order.margin", total <= s.initial_capital, detail)
+
+
+def position_stop_loss_required(ctx: Context) -> RuleResult:
+    name, p = "position.stop_loss_required", ctx.proposal
+    if not p.is_entry:
+        return _result(name, True, "no entry: no stop needed")
+    if ctx.stop_error:
+        return _result(name, False, ctx.stop_error)
+    required = ctx.settings.require_stop_loss
+    if ctx.stop is None:
+        return _result(name, not required,
+                       "entry without stop_loss" + ("" if required else " (not required)"))
+    long = p.target > 0
+    ok = ctx.stop < ctx.price if long else ctx.stop > ctx.price
+    relation = ("below" if long else "above") if ok else ("not below" if long else "not above")
+    detail = f"stop {to_str(ctx.stop)} {relation} entry {to_str(ctx.price)}"
+    if not required:
+        return _result(name, True, detail + " (not required)")
+    return _result(name, ok, detail)
+
+
+def _liquidation(ctx: Context) -> Decimal:
+    s, p = ctx.settings, ctx.proposal
+    side = "long" if p.target > 0 else "short"
+    mmr = s.maintenance_margin_rate
+    if s.margin_mode == "isolated":
+        return margin.liquidation_price_isolated(side, p.entry_after, abs(p.target), s.leverage,
+                                                 mmr)
+    other_mm, other_pnl = ZERO, ZERO
+    for key, pos in ctx.book.others(ctx.key):
+        other_mm += margin.maintenance_margin(MONEY_CONTEXT.multiply(abs(pos.quantity),
+                                                                     pos.entry), mmr)
+        mark = ctx.book.marks.get(key, pos.entry)
+        other_pnl += MONEY_CONTEXT.multiply(pos.quantity, MONEY_CONTEXT.subtract(mark, pos.entry))
+    return margin.liquidation_price_cross(side, p.entry_after, abs(p.target), s.initial_capital,
+                                          mmr, other_mm, other_pnl)
+
+
+def position_stop_before_liquidation(ctx: Context) -> RuleResult:
+    name, s, p = "position.stop_before_liquidation", ctx.settings, ctx.proposal
+    if not p.is_entry:
+        return _result(name, True, "no entry: nothing to liquidate")
+    if s.leverage <= 1:
+        return _result(name, True, "leverage 1: no liquidation above a price of 0")
+    try:
+        liq = _liquidation(ctx)
+    except ValueError as exc:
+        return _result(name, False, f"{s.margin_mode}: {exc}")
+    if ctx.stop is None:
+        return _result(name, False, f"leveraged entry without a stop before liquidation "
+                                    f"{to_str(liq)} ({s.margin_mode}, {to_str(s.leverage)}x)")
+    long = p.target > 0
+    ok = margin.stop_before_liquidation("long" if long else "short", ctx.stop, liq)
+    relation = (">" if long else "<") if ok else ("<=" if long else ">=")
+    return _result(name, ok, f"stop {to_str(ctx.stop)} {relation} liquidation {to_str(liq)} "
+                             f"({s.margin_mode}, {to_str(s.leverage)}x)")
+
+
+def position_max_notional(ctx: Context) -> RuleResult:
+    return _entry_limit("position.max_notional", ctx, ctx.position_value,
+                        ctx.settings.max_position_notional)
+
+
+def portfolio_exposure(ctx: Context) -> Decimal:
+    """Sum of |position value| over every symbol once the order is booked (this symbol at the
+    signal's price, the others at their last price)."""
+    others = sum((ctx.book.value(key) for key, _ in ctx.book.others(ctx.key)), ZERO)
+    return others + ctx.position_value
+
+
+def portfolio_max_exposure(ctx: Context) -> RuleResult:
+    total, high = portfolio_exposure(ctx), ctx.settings.max_portfolio_notional
+    detail = f"{to_str(total)} vs max {to_str(high)}"
+    if not ctx.proposal.is_entry:
+        return _exempt("portfolio.max_exposure", ctx, detail)
+    return _result("portfolio.max_exposure", total <= high, detail)
+
+
+def portfolio_max_open_positions(ctx: Context) -> RuleResult:
+    count = len(ctx.book.others(ctx.key)) + (1 if ctx.proposal.target != 0 else 0)
+    high = ctx.settings.max_open_positions
+    detail = f"{count} vs max {high}"
+    if not ctx.proposal.is_entry:
+        return _exempt("portfolio.max_open_positions", ctx, detail)
+    return _result("portfolio.max_open_positions", count <= high, detail)
+
+
+def system_kill_switch(ctx: Context) -> RuleResult:
+    if not ctx.kill_switch:
+        return _result("system.kill_switch", True, "clear")
+    if not ctx.proposal.is_entry:
+        return _exempt("system.kill_switch", ctx, "engaged: only reduce-only orders pass")
+    return _result("system.kill_switch", False, "engaged: only reduce-only orders pass")
+
+
+RULES: tuple[Callable[[Context], RuleResult], ...] = (
+    strategy_direction,
+    order_nonzero,
+    order_min_notional,
+    order_precision,
+    order_max_notional,
+    order_max_leverage,
+    order_margin,
+    position_stop_loss_required,
+    position_stop_before_liquidation,
+    position_max_notional,
+    portfolio_max_exposure,
+    portfolio_max_open_positions,
+    system_kill_switch,
+)
+RULE_NAMES = tuple("{}.{}".format(*f.__name__.split("_", 1)) for f in RULES)
+
+
+def evaluate(ctx: Context) -> list[RuleResult]:
+    """Every rule's result, in RULES order (every decision reports every rule)."""
+    return [rule(ctx) for rule in RULES]
