@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from meridian_common import codec, topics
 from meridian_common.bus.base import Bus, Consumer, Producer, Record, TopicConfig
@@ -131,20 +131,26 @@ class ServiceHost:
             for partition, _ in enumerate(await self.bus.topic_ends(physical)):
                 upto = await consumer.committed(physical, partition)
                 self._floor[(physical, partition)] = upto
-                offset = 0
-                while offset < upto:
-                    records = await self.bus.read_partition(physical, partition, offset,
-                                                            min(offset + REBUILD_CHUNK, upto))
-                    if not records:
-                        break
+                async for records in self._chunks(physical, partition, upto):
                     for record in records:
                         # a record that fails was dead-lettered when it was first consumed
                         self._handle_one(logical, record, scratch)
                     scratch.drain()
                     replayed += len(records)
-                    offset = records[-1].offset + 1
         log.info("state rebuilt from inputs", extra={
             "records": replayed, "seconds": round(time.perf_counter() - started, 3)})
+
+    async def _chunks(self, physical: str, partition: int,
+                      end: int) -> AsyncIterator[list[Record]]:
+        """A partition's records from its start up to `end` (exclusive), in bounded reads."""
+        offset = 0
+        while offset < end:
+            records = await self.bus.read_partition(physical, partition, offset,
+                                                    min(offset + REBUILD_CHUNK, end))
+            if not records:
+                return
+            yield records
+            offset = records[-1].offset + 1
 
     async def _restore(self) -> None:
         """Read each `restore_from` topic from its start to its current end into the handler."""
@@ -152,12 +158,7 @@ class ServiceHost:
         for logical in self.handler.restore_from:
             physical = self.prefix + logical
             for partition, end in enumerate(await self.bus.topic_ends(physical)):
-                offset = 0
-                while offset < end:
-                    records = await self.bus.read_partition(physical, partition, offset,
-                                                            min(offset + REBUILD_CHUNK, end))
-                    if not records:
-                        break
+                async for records in self._chunks(physical, partition, end):
                     for record in records:
                         try:
                             message = codec.decode(logical, record.value,
@@ -169,7 +170,6 @@ class ServiceHost:
                                                      (record.topic, record.partition,
                                                       record.offset)))
                     restored += len(records)
-                    offset = records[-1].offset + 1
         log.info("state restored", extra={"topics": list(self.handler.restore_from),
                                            "records": restored})
 

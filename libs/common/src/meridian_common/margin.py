@@ -15,7 +15,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from meridian.v1 import common_pb2
-from meridian_common.money import MONEY_CONTEXT, ONE, ZERO, to_str
+from meridian_common.money import (
+    MONEY_CONTEXT,
+    ONE,
+    ZERO,
+    require_non_negative,
+    require_positive,
+    to_str,
+)
 
 # The highest leverage any major venue offers on linear perpetuals; more is an input error.
 MAX_LEVERAGE = Decimal(125)
@@ -33,16 +40,6 @@ def _sign(side: Side) -> int:
                      f"got {side!r}")
 
 
-def _positive(value: Decimal, name: str) -> None:
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {to_str(value)}")
-
-
-def _non_negative(value: Decimal, name: str) -> None:
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {to_str(value)}")
-
-
 def _check_leverage(leverage: Decimal) -> None:
     if not ONE <= leverage <= MAX_LEVERAGE:
         raise ValueError(f"leverage must be in [1, {MAX_LEVERAGE}], got {to_str(leverage)}")
@@ -55,14 +52,14 @@ def _check_mmr(mmr: Decimal) -> None:
 
 def initial_margin(notional: Decimal, leverage: Decimal) -> Decimal:
     """Margin locked to open `notional` at `leverage`: notional / leverage."""
-    _non_negative(notional, "notional")
+    require_non_negative(notional, "notional")
     _check_leverage(leverage)
     return MONEY_CONTEXT.divide(notional, leverage)
 
 
 def maintenance_margin(notional: Decimal, mmr: Decimal) -> Decimal:
     """Equity the position must keep to stay open: notional x mmr."""
-    _non_negative(notional, "notional")
+    require_non_negative(notional, "notional")
     _check_mmr(mmr)
     return MONEY_CONTEXT.multiply(notional, mmr)
 
@@ -70,7 +67,7 @@ def maintenance_margin(notional: Decimal, mmr: Decimal) -> Decimal:
 def unrealized_pnl(side: Side, entry: Decimal, qty: Decimal, price: Decimal) -> Decimal:
     """Linear-contract PnL at `price`: qty x (price - entry), negated for a short."""
     sign = _sign(side)
-    _positive(qty, "qty")
+    require_positive(qty, "qty")
     return MONEY_CONTEXT.multiply(sign * qty, MONEY_CONTEXT.subtract(price, entry))
 
 
@@ -87,8 +84,8 @@ def liquidation_price_isolated(side: Side, entry: Decimal, qty: Decimal, leverag
     maintenance margin and the position would be liquidated at entry.
     """
     sign = _sign(side)
-    _positive(entry, "entry")
-    _positive(qty, "qty")
+    require_positive(entry, "entry")
+    require_positive(qty, "qty")
     _check_leverage(leverage)
     _check_mmr(mmr)
     if MONEY_CONTEXT.multiply(mmr, leverage) >= 1:
@@ -117,11 +114,11 @@ def liquidation_price_cross(side: Side, entry: Decimal, qty: Decimal, wallet_bal
     whose formula gives a price <= 0 is below maintenance at every price: that is an error.
     """
     sign = _sign(side)
-    _positive(entry, "entry")
-    _positive(qty, "qty")
-    _non_negative(wallet_balance, "wallet_balance")
+    require_positive(entry, "entry")
+    require_positive(qty, "qty")
+    require_non_negative(wallet_balance, "wallet_balance")
     _check_mmr(mmr)
-    _non_negative(other_maintenance, "other_maintenance")
+    require_non_negative(other_maintenance, "other_maintenance")
     shortfall = MONEY_CONTEXT.subtract(
         MONEY_CONTEXT.add(MONEY_CONTEXT.multiply(MONEY_CONTEXT.multiply(qty, entry), mmr),
                           other_maintenance),

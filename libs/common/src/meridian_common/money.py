@@ -60,3 +60,14 @@ def cash(value: Decimal) -> Decimal:
 def price(value: Decimal) -> Decimal:
     """Round a derived price (an average) to the price quantum."""
     return value.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN, context=MONEY_CONTEXT)
+
+
+def require_positive(value: Decimal, name: str) -> None:
+    """Refuse a non-positive amount, naming it (sizing and margin inputs)."""
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {to_str(value)}")
+
+
+def require_non_negative(value: Decimal, name: str) -> None:
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {to_str(value)}")

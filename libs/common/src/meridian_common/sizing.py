@@ -15,7 +15,16 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from meridian.v1 import common_pb2
-from meridian_common.money import MONEY_CONTEXT, ONE, ZERO, dec, quantize_down, to_str
+from meridian_common.money import (
+    MONEY_CONTEXT,
+    ONE,
+    ZERO,
+    dec,
+    quantize_down,
+    require_non_negative,
+    require_positive,
+    to_str,
+)
 
 RoundMode = Literal["down", "up", "nearest"]
 # Kelly fractions are cut (down) to this step: finer digits carry no information about an edge
@@ -61,16 +70,6 @@ def _side_is_buy(side: str | int) -> bool:
     raise ValueError(f"side: expected 'buy'/'sell' or SIDE_BUY/SIDE_SELL, got {side!r}")
 
 
-def _positive(value: Decimal, name: str) -> None:
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {to_str(value)}")
-
-
-def _non_negative(value: Decimal, name: str) -> None:
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {to_str(value)}")
-
-
 @dataclass(frozen=True, slots=True)
 class MarketRules:
     """One market's order constraints, as the exchange enforces them.
@@ -89,10 +88,10 @@ class MarketRules:
     def __post_init__(self) -> None:
         for name in ("tick", "lot", "min_qty", "min_notional", "max_leverage"):
             object.__setattr__(self, name, dec(getattr(self, name), name))
-        _positive(self.tick, "tick")
-        _positive(self.lot, "lot")
-        _non_negative(self.min_qty, "min_qty")
-        _non_negative(self.min_notional, "min_notional")
+        require_positive(self.tick, "tick")
+        require_positive(self.lot, "lot")
+        require_non_negative(self.min_qty, "min_qty")
+        require_non_negative(self.min_notional, "min_notional")
         if self.max_leverage < 1:
             raise ValueError(f"max_leverage must be >= 1, got {to_str(self.max_leverage)}")
 
@@ -104,7 +103,7 @@ class MarketRules:
         more aggressive than asked (never pays more / sells for less). `mode` overrides the side:
         "down", "up" or "nearest" (an exact half goes to the even tick, as MONEY_CONTEXT does).
         """
-        _positive(price, "price")
+        require_positive(price, "price")
         if mode is None:
             if side is None:
                 raise ValueError("round_price needs a side or a mode")
@@ -125,7 +124,7 @@ class MarketRules:
 
     def round_qty(self, qty: Decimal) -> Decimal:
         """Round a quantity down to the lot (never order more than was sized)."""
-        _non_negative(qty, "qty")
+        require_non_negative(qty, "qty")
         return quantize_down(qty, self.lot)
 
     def valid(self, qty: Decimal, price: Decimal) -> list[str]:
@@ -259,9 +258,9 @@ def _finish(method: str, qty: Decimal, price: Decimal, rules: MarketRules,
 def _fraction_of_equity(method: str, equity: Decimal, fraction: Decimal, price: Decimal,
                         rules: MarketRules, leverage: Decimal,
                         extra: dict[str, str]) -> Sizing:
-    _non_negative(equity, "equity")
+    require_non_negative(equity, "equity")
     _check_fraction(fraction, "fraction")
-    _positive(price, "price")
+    require_positive(price, "price")
     _check_leverage(leverage, rules)
     budget = MONEY_CONTEXT.multiply(MONEY_CONTEXT.multiply(equity, fraction), leverage)
     qty = _lots_for_notional(budget, price, rules.lot)
@@ -305,10 +304,10 @@ def volatility_adjusted(equity: Decimal, risk_fraction: Decimal, entry: Decimal,
     binding constraint is reported in inputs["binding"]. Fees and slippage past the stop are
     not included: keep risk_fraction conservative.
     """
-    _non_negative(equity, "equity")
+    require_non_negative(equity, "equity")
     _check_fraction(risk_fraction, "risk_fraction")
-    _positive(entry, "entry")
-    _positive(stop, "stop")
+    require_positive(entry, "entry")
+    require_positive(stop, "stop")
     _check_leverage(leverage, rules)
     if stop == entry:
         raise ValueError(f"stop {to_str(stop)} equals entry: the risk per unit would be zero")
@@ -324,7 +323,7 @@ def volatility_adjusted(equity: Decimal, risk_fraction: Decimal, entry: Decimal,
               "stop_distance": to_str(distance), "leverage": to_str(leverage),
               "leverage_cap_notional": to_str(margin_cap)}
     if max_notional is not None:
-        _non_negative(max_notional, "max_notional")
+        require_non_negative(max_notional, "max_notional")
         candidates.append((_lots_for_notional(max_notional, entry, rules.lot), "max_notional"))
         inputs["max_notional"] = to_str(max_notional)
     qty, binding = min(candidates, key=lambda c: c[0])
@@ -344,16 +343,16 @@ def kelly_fraction(wins: int, losses: int, avg_win: Decimal, avg_loss: Decimal,
     """
     if wins < 0 or losses < 0:
         raise ValueError(f"wins/losses must not be negative, got {wins}/{losses}")
-    _non_negative(avg_win, "avg_win")
-    _non_negative(avg_loss, "avg_loss")
-    _non_negative(multiplier, "multiplier")
+    require_non_negative(avg_win, "avg_win")
+    require_non_negative(avg_loss, "avg_loss")
+    require_non_negative(multiplier, "multiplier")
     _check_fraction(cap, "cap")
     if wins + losses < min_trades or wins == 0 or avg_win == 0:
         return ZERO
     if losses == 0:
         raw = ONE  # p = 1: nothing to lose by the record; the cap does the limiting
     else:
-        _positive(avg_loss, "avg_loss")
+        require_positive(avg_loss, "avg_loss")
         p = MONEY_CONTEXT.divide(Decimal(wins), Decimal(wins + losses))
         # (1 - p) / b == (1 - p) * avg_loss / avg_win
         raw = MONEY_CONTEXT.subtract(p, MONEY_CONTEXT.divide(
