@@ -14,6 +14,7 @@ from meridian_common import ids, topics
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.money import ZERO, dec, to_str
 from meridian_risk.book import Book
+from meridian_risk.ledger import Ledger
 from meridian_risk.rules import Context, evaluate, parse_stop, propose
 from meridian_risk.settings import RiskSettings
 
@@ -28,13 +29,17 @@ class RiskHandler(Handler):
     # approved orders (this service's own record of its decisions) survive a restart. A signal
     # handled again after a crash then finds its position already at target: no second order.
     # risk.decision.v1 (read before the orders) gives the book its prices: each approved
-    # order's entry and the last reference price per symbol.
+    # order's entry and the last reference price per symbol. The same orders rebuild each
+    # strategy's ledger (its entries per day and closed trades), so a restart changes no decision.
     restore_from = (topics.CONTROL, topics.RISK_DECISION, topics.ORDER_APPROVED)
 
     def __init__(self, settings: RiskSettings) -> None:
         self.settings = settings
         self.market_rules = settings.market_rules()
         self.book = Book()
+        # Each strategy's trades (entries, closes, realized PnL) for the strategy-layer rules,
+        # rebuilt by restore() from the same approved orders as the book.
+        self.ledger = Ledger(settings.initial_capital)
         # client_order_id -> reference price of its approved decision, while restoring.
         self._restored_prices: dict[str, Decimal] = {}
         self.kill_switch = False
@@ -70,7 +75,16 @@ class RiskHandler(Handler):
         # symbol's last known price, else 0 until the next signal marks it.
         price = self._restored_prices.pop(order.client_order_id,
                                           self.book.marks.get(msg.key, ZERO))
-        self.book.apply(msg.key, signed, price)
+        self._book(msg.key, order.strategy, signed, price, order.meta.event_time_ms,
+                   order.client_order_id, order.reduce_only)
+
+    def _book(self, key: str, strategy: str, delta: Decimal, price: Decimal, time_ms: int,
+              order_id: str, reduce_only: bool) -> None:
+        """Book an approved order: in the strategy ledger (from the position before it), then
+        in the book. Live approvals and restore() go through here alike."""
+        self.ledger.record(key, strategy, self.book.positions.get(key), delta, price, time_ms,
+                           order_id, reduce_only)
+        self.book.apply(key, delta, price)
 
     @property
     def positions(self) -> dict[str, Decimal]:
@@ -95,7 +109,8 @@ class RiskHandler(Handler):
         ctx = Context(key=key, direction=signal.direction, price=price, stop=stop,
                       stop_error=stop_error, confidence=signal.confidence, proposal=proposal,
                       book=self.book, settings=self.settings, rules=self.market_rules,
-                      kill_switch=self.kill_switch)
+                      kill_switch=self.kill_switch, strategy=signal.strategy,
+                      event_time_ms=signal.meta.event_time_ms, ledger=self.ledger)
         rules = evaluate(ctx)
         # The signal's price marks the symbol whatever the decision: exposure is valued at it.
         self.book.marks[key] = price
@@ -116,7 +131,8 @@ class RiskHandler(Handler):
         self.approved += 1
         coid = ids.client_order_id(signal.meta.id)
         decision.client_order_id = coid
-        self.book.apply(key, proposal.target - self.book.quantity(key), price)
+        self._book(key, signal.strategy, proposal.target - self.book.quantity(key), price, t,
+                   coid, proposal.reduce_only)
         out.emit(topics.RISK_DECISION, key, decision)
         out.emit(topics.ORDER_APPROVED, key, order_approved_pb2.ApprovedOrder(
             meta=common_pb2.Meta(id=coid, cause_id=decision.meta.id, event_time_ms=t,

@@ -1,14 +1,16 @@
 """The gate's rules, each named "<layer>.<rule>" and reported in every decision.
 
-Layers: strategy (is the signal tradable), order (the order itself: size, leverage, margin,
-exchange precision), position (the symbol's position after the order: stop loss, liquidation,
-size), portfolio (every symbol together), system (kill switch). Each rule is a small function of
-a `Context` returning a RuleResult whose detail states the numbers it compared.
+Layers: strategy (is the signal tradable; is its strategy within its daily trade count, loss
+cooldown and drawdown, judged from its trades as the gate approved them: see ledger.py), order
+(the order itself: size, leverage, margin, exchange precision), position (the symbol's position
+after the order: stop loss, liquidation, size), portfolio (every symbol together), system (kill
+switch). Each rule is a small function of a `Context` returning a RuleResult whose detail states
+the numbers it compared.
 
 Positions are the gate's own book of what it approved (see book.py), valued at the last
 reference price seen per symbol. Exits (reduce-only orders) are never blocked by a limit on
-size, exposure, margin or by the kill switch: only by rules the exchange itself would enforce
-(a non-empty order, its minimum notional and precision).
+size, exposure, margin, by a strategy limit or by the kill switch: only by rules the exchange
+itself would enforce (a non-empty order, its minimum notional and precision).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from meridian_common.sizing import (
     volatility_adjusted,
 )
 from meridian_risk.book import Book
+from meridian_risk.ledger import HOUR_MS, Ledger, utc, utc_day
 from meridian_risk.settings import RiskSettings
 
 KNOWN_DIRECTIONS = (common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT,
@@ -64,6 +67,9 @@ class Context:
     settings: RiskSettings
     rules: MarketRules
     kill_switch: bool
+    strategy: str  # the signal's strategy
+    event_time_ms: int  # the signal's event time: the clock of the strategy rules
+    ledger: Ledger  # each strategy's trades as the gate approved them
 
     @property
     def current(self) -> Decimal:
@@ -177,6 +183,45 @@ def strategy_direction(ctx: Context) -> RuleResult:
     known = ctx.direction in KNOWN_DIRECTIONS
     return _result("strategy.direction", known,
                    "long, short or flat" if known else f"unknown direction {ctx.direction}")
+
+
+def strategy_max_trades_per_day(ctx: Context) -> RuleResult:
+    name, high = "strategy.max_trades_per_day", ctx.settings.max_trades_per_day
+    count = ctx.ledger.entries_on(ctx.strategy, ctx.event_time_ms)
+    detail = (f"{count} entries of {ctx.strategy!r} on {utc_day(ctx.event_time_ms)} (UTC) vs "
+              + (f"max {high}" if high else "no limit"))
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, high == 0 or count < high, detail)
+
+
+def strategy_cooldown(ctx: Context) -> RuleResult:
+    name, s = "strategy.cooldown", ctx.settings
+    if s.cooldown_losses == 0:
+        return _result(name, True, "off (cooldown_losses 0)")
+    stats = ctx.ledger.stats(ctx.strategy)
+    losses = f"{stats.losses} consecutive losses of {ctx.strategy!r} vs {s.cooldown_losses}"
+    if stats.losses < s.cooldown_losses or stats.last_loss_ms is None:
+        return _result(name, True, losses)
+    until = stats.last_loss_ms + int(s.cooldown_hours * HOUR_MS)
+    active = ctx.event_time_ms < until
+    detail = (f"{losses}: entries refused until {utc(until)}" if active
+              else f"{losses}: cooldown ended {utc(until)}")
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, not active, detail)
+
+
+def strategy_max_drawdown(ctx: Context) -> RuleResult:
+    name, high = "strategy.max_drawdown", ctx.settings.strategy_max_drawdown
+    stats = ctx.ledger.stats(ctx.strategy)
+    dd = stats.drawdown.quantize(Decimal("0.0001"), context=MONEY_CONTEXT)
+    detail = (f"drawdown {to_str(dd)} (equity {to_str(stats.equity)} from peak "
+              f"{to_str(stats.peak)} over {stats.trades} closed trades of {ctx.strategy!r}) vs "
+              + (f"max {to_str(high)}" if high < 1 else "no limit (1 = off)"))
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, high >= 1 or stats.drawdown <= high, detail)
 
 
 def order_nonzero(ctx: Context) -> RuleResult:
@@ -350,6 +395,9 @@ def system_kill_switch(ctx: Context) -> RuleResult:
 
 RULES: tuple[Callable[[Context], RuleResult], ...] = (
     strategy_direction,
+    strategy_max_trades_per_day,
+    strategy_cooldown,
+    strategy_max_drawdown,
     order_nonzero,
     order_min_notional,
     order_precision,

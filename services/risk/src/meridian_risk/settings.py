@@ -67,6 +67,25 @@ class RiskSettings(BaseSettings):
     require_stop_loss: bool = Field(
         False, description="Reject entries whose signal carries no usable stop_loss.")
 
+    # ---------------------------------------------------------------- strategy
+    max_trades_per_day: int = Field(
+        1000, ge=0,
+        description="Most entries approved per strategy per UTC day of event time "
+                    "(0 = unlimited; exits are exempt).")
+    cooldown_losses: int = Field(
+        0, ge=0,
+        description="Consecutive losing closed trades of a strategy after which its entries "
+                    "are refused for cooldown_hours (0 = off).")
+    cooldown_hours: Decimal = Field(
+        Decimal("24"), gt=0,
+        description="Event-time hours a strategy's entries are refused after its last loss "
+                    "once cooldown_losses is reached.")
+    strategy_max_drawdown: Decimal = Field(
+        Decimal("1"), gt=0, le=1,
+        description="Largest drawdown (fraction of its peak) of a strategy's realized PnL "
+                    "curve, from initial_capital, before its entries are refused (1 = off). "
+                    "PnL is the gate's own estimate at reference prices, not fills.")
+
     # ---------------------------------------------------------------- exchange precision
     min_order_notional: Decimal = Field(Decimal("10"), ge=0,
                                         description="Smallest order value the exchange accepts.")
