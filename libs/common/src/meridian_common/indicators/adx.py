@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from meridian_common.indicators.atr import hlc_arrays, true_range_batch
+from meridian_common.indicators.ring import check_period
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -41,11 +42,6 @@ class AdxValue(NamedTuple):
     adx: float | None
     plus_di: float
     minus_di: float
-
-
-def _check_period(period: int) -> None:
-    if period < 2:
-        raise ValueError(f"Adx.period must be >= 2, got {period}")
 
 
 def _dx(plus_di: float, minus_di: float) -> float | None:
@@ -67,7 +63,7 @@ class Adx:
     adx: float | None = None
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Adx", self.period, 2)
 
     def update(self, high: float, low: float, close: float) -> AdxValue | None:
         if self.prev_high is None:
@@ -139,7 +135,7 @@ def adx_batch(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike,
     Directional movement, true range, DI and DX are vectorized; the Wilder sums and the ADX
     average are tight loops over plain floats.
     """
-    _check_period(period)
+    check_period("Adx", period, 2)
     h, lo, c = hlc_arrays(high, low, close)
     adx = np.full(h.shape, np.nan)
     plus_di = np.full(h.shape, np.nan)

@@ -20,12 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from meridian_common.indicators.ring import check_period
+
 FloatArray = npt.NDArray[np.float64]
-
-
-def _check_period(period: int) -> None:
-    if period < 1:
-        raise ValueError(f"Atr.period must be >= 1, got {period}")
 
 
 def hlc_arrays(high: npt.ArrayLike, low: npt.ArrayLike,
@@ -61,7 +58,7 @@ class Atr:
     value: float | None = None
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Atr", self.period)
 
     def update(self, high: float, low: float, close: float) -> float | None:
         prev, self.prev_close = self.prev_close, close
@@ -86,7 +83,7 @@ def atr_batch(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike,
 
     True ranges are vectorized; Wilder's recurrence is one tight loop over plain floats.
     """
-    _check_period(period)
+    check_period("Atr", period)
     tr = true_range_batch(high, low, close)
     out = np.full(tr.shape, np.nan)
     if tr.size <= period:

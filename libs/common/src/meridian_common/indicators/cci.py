@@ -30,15 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from meridian_common.indicators.ring import push
+from meridian_common.indicators.ring import check_period, push
 
 _DEAD_ZONE = 1e-14  # relative, see module docstring
 _LAMBERT = 0.015
-
-
-def _check_period(period: int) -> None:
-    if period < 2:
-        raise ValueError(f"Cci.period must be >= 2, got {period}")
 
 
 @dataclass(slots=True)
@@ -48,7 +43,7 @@ class Cci:
     slot: int = 0  # next slot to write (= number of inputs seen, mod period)
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Cci", self.period, 2)
 
     def update(self, high: float, low: float, close: float) -> float | None:
         tp = (high + low + close) / 3.0
@@ -71,7 +66,7 @@ class Cci:
 def cci_batch(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike,
               period: int = 20) -> npt.NDArray[np.float64]:
     """CCI for whole arrays; NaN for the first period - 1 positions."""
-    _check_period(period)
+    check_period("Cci", period, 2)
     h, lo, c = (np.asarray(a, dtype=np.float64) for a in (high, low, close))
     if not h.shape == lo.shape == c.shape or h.ndim != 1:
         raise ValueError("high, low and close must be 1-D of equal length")

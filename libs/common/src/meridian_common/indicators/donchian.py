@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from meridian_common.indicators.ring import push
+from meridian_common.indicators.ring import check_period, push
 
 
 class Channel(NamedTuple):
@@ -30,11 +30,6 @@ class Channel(NamedTuple):
     lower: float
 
 
-def _check_period(period: int) -> None:
-    if period < 1:
-        raise ValueError(f"Donchian.period must be >= 1, got {period}")
-
-
 @dataclass(slots=True)
 class Donchian:
     period: int = 20
@@ -43,7 +38,7 @@ class Donchian:
     slot: int = 0  # oldest bar once the rings are full
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Donchian", self.period)
 
     def update(self, high: float, low: float) -> Channel | None:
         push(self.lows, self.slot, self.period, low)
@@ -59,7 +54,7 @@ def donchian_batch(high: npt.ArrayLike, low: npt.ArrayLike, period: int = 20,
                    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
                               npt.NDArray[np.float64]]:
     """(upper, middle, lower) for whole arrays; NaN for the first period - 1 positions."""
-    _check_period(period)
+    check_period("Donchian", period)
     h = np.asarray(high, dtype=np.float64)
     lo = np.asarray(low, dtype=np.float64)
     if h.shape != lo.shape or h.ndim != 1:

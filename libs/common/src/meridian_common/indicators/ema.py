@@ -15,12 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from meridian_common.indicators.ring import check_period
+
 FloatArray = npt.NDArray[np.float64]
-
-
-def _check_period(period: int) -> None:
-    if period < 1:
-        raise ValueError(f"Ema.period must be >= 1, got {period}")
 
 
 @dataclass(slots=True)
@@ -31,7 +28,7 @@ class Ema:
     value: float | None = None
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Ema", self.period)
 
     @property
     def k(self) -> float:
@@ -55,7 +52,7 @@ def ema_batch(x: npt.ArrayLike, period: int) -> FloatArray:
     The recurrence is inherently sequential, so this is one tight loop over plain floats (a
     closed form through powers of (1 - k) loses precision over tens of thousands of values).
     """
-    _check_period(period)
+    check_period("Ema", period)
     xs = np.asarray(x, dtype=np.float64)
     if xs.ndim != 1:
         raise ValueError(f"x must be 1-D, got shape {xs.shape}")

@@ -32,14 +32,9 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from meridian_common.indicators.ring import push
+from meridian_common.indicators.ring import check_period, push
 
 _DEAD_ZONE = 1e-14  # relative, see module docstring
-
-
-def _check_period(period: int) -> None:
-    if period < 2:
-        raise ValueError(f"Mfi.period must be >= 2, got {period}")
 
 
 def _neumaier(total: float, err: float, x: float) -> tuple[float, float]:
@@ -67,7 +62,7 @@ class Mfi:
     neg_count: int = 0
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Mfi", self.period, 2)
 
     def update(self, high: float, low: float, close: float, volume: float) -> float | None:
         tp = (high + low + close) / 3.0
@@ -111,7 +106,7 @@ class Mfi:
 def mfi_batch(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike,
               volume: npt.ArrayLike, period: int = 14) -> npt.NDArray[np.float64]:
     """MFI for whole arrays; NaN for the first `period` positions."""
-    _check_period(period)
+    check_period("Mfi", period, 2)
     h, lo, c, v = (np.asarray(a, dtype=np.float64) for a in (high, low, close, volume))
     if not h.shape == lo.shape == c.shape == v.shape or h.ndim != 1:
         raise ValueError("high, low, close and volume must be 1-D of equal length")

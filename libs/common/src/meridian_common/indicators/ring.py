@@ -42,3 +42,10 @@ def mean_and_squares(values: list[float]) -> tuple[float, float]:
         deviation = value - mean
         squares += deviation * deviation
     return mean, squares
+
+
+def check_period(owner: str, period: int, minimum: int = 1) -> None:
+    """Refuse a window shorter than the indicator needs, naming the indicator (both forms call
+    it, so incremental and batch reject the same periods)."""
+    if period < minimum:
+        raise ValueError(f"{owner}.period must be >= {minimum}, got {period}")

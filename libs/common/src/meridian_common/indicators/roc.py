@@ -17,12 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from meridian_common.indicators.ring import push
-
-
-def _check_period(period: int) -> None:
-    if period < 1:
-        raise ValueError(f"Roc.period must be >= 1, got {period}")
+from meridian_common.indicators.ring import check_period, push
 
 
 @dataclass(slots=True)
@@ -32,7 +27,7 @@ class Roc:
     slot: int = 0  # where the oldest input sits once the ring is full
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Roc", self.period)
 
     def update(self, x: float) -> float | None:
         self.slot, prior = push(self.window, self.slot, self.period, x)
@@ -45,7 +40,7 @@ class Roc:
 
 def roc_batch(x: npt.ArrayLike, period: int = 10) -> npt.NDArray[np.float64]:
     """ROC for a whole array; NaN for the first `period` positions."""
-    _check_period(period)
+    check_period("Roc", period)
     values = np.asarray(x, dtype=np.float64)
     out = np.full(values.shape, np.nan)
     if values.size <= period:

@@ -18,12 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from meridian_common.indicators.ring import check_period
+
 FloatArray = npt.NDArray[np.float64]
-
-
-def _check_period(period: int) -> None:
-    if period < 2:
-        raise ValueError(f"Rsi.period must be >= 2, got {period}")
 
 
 @dataclass(slots=True)
@@ -36,7 +33,7 @@ class Rsi:
     value: float | None = None
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Rsi", self.period, 2)
 
     def update(self, x: float) -> float | None:
         prev, self.prev = self.prev, x
@@ -67,7 +64,7 @@ def rsi_batch(x: npt.ArrayLike, period: int) -> FloatArray:
 
     Gains and losses are vectorized; Wilder's recurrence is one tight loop over plain floats.
     """
-    _check_period(period)
+    check_period("Rsi", period, 2)
     xs = np.asarray(x, dtype=np.float64)
     if xs.ndim != 1:
         raise ValueError(f"x must be 1-D, got shape {xs.shape}")

@@ -16,14 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from meridian_common.indicators.ring import push
+from meridian_common.indicators.ring import check_period, push
 
 FloatArray = npt.NDArray[np.float64]
-
-
-def _check_period(period: int) -> None:
-    if period < 1:
-        raise ValueError(f"Sma.period must be >= 1, got {period}")
 
 
 @dataclass(slots=True)
@@ -34,7 +29,7 @@ class Sma:
     total: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Sma", self.period)
 
     def update(self, x: float) -> float | None:
         window = self.window
@@ -51,7 +46,7 @@ class Sma:
 
 def sma_batch(x: npt.ArrayLike, period: int) -> FloatArray:
     """SMA of a whole series; NaN for the first period - 1 positions."""
-    _check_period(period)
+    check_period("Sma", period)
     xs = np.asarray(x, dtype=np.float64)
     if xs.ndim != 1:
         raise ValueError(f"x must be 1-D, got shape {xs.shape}")

@@ -16,14 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from meridian_common.indicators.ring import push
+from meridian_common.indicators.ring import check_period, push
 
 FloatArray = npt.NDArray[np.float64]
-
-
-def _check_period(period: int) -> None:
-    if period < 1:
-        raise ValueError(f"Wma.period must be >= 1, got {period}")
 
 
 @dataclass(slots=True)
@@ -35,7 +30,7 @@ class Wma:
     weighted: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("Wma", self.period)
 
     @property
     def divisor(self) -> float:
@@ -59,7 +54,7 @@ class Wma:
 
 def wma_batch(x: npt.ArrayLike, period: int) -> FloatArray:
     """WMA of a whole series; NaN for the first period - 1 positions."""
-    _check_period(period)
+    check_period("Wma", period)
     xs = np.asarray(x, dtype=np.float64)
     if xs.ndim != 1:
         raise ValueError(f"x must be 1-D, got shape {xs.shape}")

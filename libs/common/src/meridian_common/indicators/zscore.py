@@ -31,12 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from meridian_common.indicators.ring import in_order, mean_and_squares, push
-
-
-def _check_period(period: int) -> None:
-    if period < 2:
-        raise ValueError(f"ZScore.period must be >= 2, got {period}")
+from meridian_common.indicators.ring import check_period, in_order, mean_and_squares, push
 
 
 @dataclass(slots=True)
@@ -46,7 +41,7 @@ class ZScore:
     slot: int = 0  # oldest value once the ring is full
 
     def __post_init__(self) -> None:
-        _check_period(self.period)
+        check_period("ZScore", self.period, 2)
 
     def update(self, x: float) -> float | None:
         self.slot, _ = push(self.window, self.slot, self.period, x)
@@ -62,7 +57,7 @@ class ZScore:
 
 def zscore_batch(x: npt.ArrayLike, period: int = 20) -> npt.NDArray[np.float64]:
     """Rolling z-score for a whole array; NaN for the first period - 1 positions."""
-    _check_period(period)
+    check_period("ZScore", period, 2)
     values = np.asarray(x, dtype=np.float64)
     out = np.full(values.shape, np.nan)
     if values.size < period:
