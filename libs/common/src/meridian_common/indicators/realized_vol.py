@@ -29,7 +29,12 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from meridian_common.indicators.ring import in_order, mean_and_squares, push
+from meridian_common.indicators.ring import (
+    in_order,
+    mean_and_squares,
+    push,
+    windows_mean_and_squares,
+)
 
 HOURLY_ANNUALIZATION = math.sqrt(24 * 365)
 
@@ -81,13 +86,6 @@ def realized_vol_batch(close: npt.ArrayLike, window: int = 20, ddof: int = 1,
     if c.size <= window:
         return out
     windows = sliding_window_view(np.log(c[1:] / c[:-1]), window)
-    total = np.zeros(windows.shape[0])
-    for k in range(window):
-        total += windows[:, k]
-    mean = total / window
-    squares = np.zeros(windows.shape[0])
-    for k in range(window):
-        deviation = windows[:, k] - mean
-        squares += deviation * deviation
+    _, squares = windows_mean_and_squares(windows)
     out[window:] = np.sqrt(squares / (window - ddof)) * annualization
     return out

@@ -7,6 +7,9 @@ physical order of the list is part of some results (CCI sums its window in TA-Li
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
 
 def push(window: list[float], slot: int, size: int, x: float) -> tuple[int, float | None]:
     """Add `x`; until the window holds `size` values it grows, then `x` replaces the oldest.
@@ -49,3 +52,20 @@ def check_period(owner: str, period: int, minimum: int = 1) -> None:
     it, so incremental and batch reject the same periods)."""
     if period < minimum:
         raise ValueError(f"{owner}.period must be >= {minimum}, got {period}")
+
+
+def windows_mean_and_squares(windows: npt.NDArray[np.float64],
+                             ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Batch form of `mean_and_squares` over the rows of a sliding-window view: each window's
+    mean and sum of squared deviations, summed left to right as the streaming form does, so
+    the two forms agree bit for bit."""
+    width = windows.shape[1]
+    total = np.zeros(windows.shape[0])
+    for k in range(width):
+        total += windows[:, k]
+    mean = total / width
+    squares = np.zeros(windows.shape[0])
+    for k in range(width):
+        deviation = windows[:, k] - mean
+        squares += deviation * deviation
+    return mean, squares

@@ -31,7 +31,13 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from meridian_common.indicators.ring import check_period, in_order, mean_and_squares, push
+from meridian_common.indicators.ring import (
+    check_period,
+    in_order,
+    mean_and_squares,
+    push,
+    windows_mean_and_squares,
+)
 
 
 @dataclass(slots=True)
@@ -63,14 +69,7 @@ def zscore_batch(x: npt.ArrayLike, period: int = 20) -> npt.NDArray[np.float64]:
     if values.size < period:
         return out
     windows = sliding_window_view(values, period)
-    total = np.zeros(windows.shape[0])
-    for k in range(period):
-        total += windows[:, k]
-    mean = total / period
-    squares = np.zeros(windows.shape[0])
-    for k in range(period):
-        deviation = windows[:, k] - mean
-        squares += deviation * deviation
+    mean, squares = windows_mean_and_squares(windows)
     std = np.sqrt(squares / period)
     flat = (windows.max(axis=1) == windows.min(axis=1)) | (std == 0.0)
     out[period - 1:] = np.where(flat, 0.0, (values[period - 1:] - mean) / np.where(flat, 1.0, std))
