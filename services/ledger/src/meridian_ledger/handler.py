@@ -1,9 +1,15 @@
-"""Ledger: fills and candles in, positions, PnL and the equity curve out (DB and portfolio.v1).
+"""Ledger: fills and candles in, positions, PnL and the equity curve out (DB and portfolio.v1);
+risk decisions in, as the audit trail of the risk gate (DB).
 
 Per symbol, candles are marked in event time: a candle is marked only once the fill watermark has
 reached its open, after every fill up to that open is booked. So the PnL curve is the same however
 fills and candles interleave in arrival. Until then the candle is held back (and its offset not
 committed). A fill is booked once: its id is remembered, and unique in the database.
+
+Risk decisions change no position, so they take no part in that merge: each becomes a row of the
+batch at once, written in the same transaction as the fills, and the database's unique key on the
+decision id drops a redelivered one. The ledger writes them because it already is the service
+that makes the trading record durable, one transaction per batch.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 
-from meridian.v1 import candle_pb2, common_pb2, fill_pb2, portfolio_pb2
+from meridian.v1 import candle_pb2, common_pb2, fill_pb2, portfolio_pb2, risk_decision_pb2
 from meridian_common import topics
 from meridian_common.accounting import ClosedTrade, PositionBook
+from meridian_common.db import schema
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox, Position
 from meridian_common.money import dec, to_str
 from meridian_ledger.settings import LedgerSettings
@@ -39,6 +47,42 @@ def _check_fill(fill: fill_pb2.Fill) -> None:
         raise InvalidMessage(f"fill {fill.fill_id}: price {fill.price} is not positive")
 
 
+_SIDES = {common_pb2.SIDE_UNSPECIFIED: "", common_pb2.SIDE_BUY: "buy",
+          common_pb2.SIDE_SELL: "sell"}
+
+
+def _decision_row(decision: risk_decision_pb2.RiskDecision) -> dict[str, object]:
+    """The audit row of a decision; InvalidMessage naming the field if it cannot be stored."""
+    did = decision.meta.id
+
+    def number(name: str) -> Decimal:
+        try:
+            return dec(getattr(decision, name), f"RiskDecision.{name}")
+        except ValueError as exc:
+            raise InvalidMessage(f"decision {did}: {exc}") from None
+
+    side = _SIDES.get(decision.side)
+    if side is None:
+        raise InvalidMessage(f"decision {did}: RiskDecision.side {decision.side} is not BUY, "
+                             "SELL or unspecified")
+    for name in ("exchange", "symbol", "client_order_id"):
+        value, limit = getattr(decision, name), schema.risk_decisions.c[name].type.length
+        if len(value) > limit:
+            raise InvalidMessage(f"decision {did}: RiskDecision.{name} is longer than {limit} "
+                                 f"characters: {value[:40]!r}")
+    return {
+        "ts": _ts(decision.meta.event_time_ms), "decision_id": did,
+        "cause_id": decision.meta.cause_id, "exchange": decision.exchange,
+        "symbol": decision.symbol, "approved": decision.approved,
+        "client_order_id": decision.client_order_id, "side": side,
+        "quantity": number("quantity"), "reference_price": number("reference_price"),
+        "reduce_only": decision.reduce_only,
+        "failed_rules": [r.rule for r in decision.rules if not r.passed],
+        "rules": [{"rule": r.rule, "passed": r.passed, "detail": r.detail}
+                  for r in decision.rules],
+    }
+
+
 @dataclass(slots=True)
 class _Symbol:
     exchange: str = ""
@@ -52,7 +96,7 @@ class _Symbol:
 
 class LedgerHandler(Handler):
     name = "ledger"
-    inputs = (topics.FILL, topics.CANDLE)
+    inputs = (topics.FILL, topics.CANDLE, topics.RISK_DECISION)
     outputs = (topics.PORTFOLIO,)
 
     def __init__(self, settings: LedgerSettings, store: SqlLedgerStore | None) -> None:
@@ -84,6 +128,10 @@ class LedgerHandler(Handler):
         return st
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
+        if msg.topic == topics.RISK_DECISION:
+            if not msg.is_watermark:  # the topic is dense; a stray watermark says nothing
+                self.batch.decisions.append(_decision_row(msg.message))  # type: ignore[arg-type]
+            return
         st = self._symbol(msg.key)
         if msg.is_watermark:
             if msg.topic == topics.FILL:  # candles are dense: their watermarks add nothing

@@ -1,7 +1,8 @@
 """Ledger persistence: one transaction per handled batch, idempotent by natural keys.
 
-Fills are inserted with ON CONFLICT DO NOTHING on (ts, fill_id); positions and equity rows are
-upserts; so replaying a batch after a crash leaves the tables as they were.
+Fills are inserted with ON CONFLICT DO NOTHING on (ts, fill_id) and risk decisions (audit rows)
+on (ts, decision_id); positions and equity rows are upserts; so replaying a batch after a crash,
+or a redelivered record, leaves the tables as they were.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ class Batch:
     trades: list[dict[str, Any]] = field(default_factory=list)
     equity: list[dict[str, Any]] = field(default_factory=list)
     positions: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.fills or self.trades or self.equity or self.positions)
+        return bool(self.fills or self.trades or self.equity or self.positions or self.decisions)
 
 
 def _upsert(table: Any, keys: tuple[str, ...]) -> Any:
@@ -49,6 +51,9 @@ class SqlLedgerStore:
             if batch.positions:
                 await conn.execute(_upsert(schema.positions, ("account", "exchange", "symbol")),
                                    list(batch.positions.values()))
+            if batch.decisions:
+                await conn.execute(insert(schema.risk_decisions).on_conflict_do_nothing(),
+                                   batch.decisions)
 
     async def fill_ids(self, account: str) -> set[str]:
         async with self.engine.connect() as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Double,
@@ -18,13 +19,13 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
 # Time-series tables that become hypertables when TimescaleDB is present (name, time column).
 HYPERTABLES = (("candles", "open_time"), ("fills", "ts"), ("equity", "ts"),
-               ("funding", "funding_time"))
+               ("funding", "funding_time"), ("risk_decisions", "ts"))
 
 
 def _ts(name: str, **kw: object) -> Column:
@@ -69,6 +70,28 @@ fills = Table(
     Column("price", Numeric, nullable=False),
     Column("fee", Numeric, nullable=False),
     Column("fee_currency", String(16), nullable=False),
+)
+
+risk_decisions = Table(
+    "risk_decisions", metadata,
+    # The audit trail of the risk gate: one row per decision, approved or rejected, with every
+    # rule's verdict and the numbers it compared. The decision id is "dec:<signal id>", so
+    # (ts, decision_id) is unique per decision and a redelivered decision is dropped.
+    _ts("ts", primary_key=True),
+    Column("decision_id", Text, primary_key=True),
+    Column("cause_id", Text, nullable=False),  # the signal id
+    Column("exchange", String(32), nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("approved", Boolean, nullable=False),
+    Column("client_order_id", String(64), nullable=False),  # '' when rejected
+    Column("side", String(4), nullable=False),  # 'buy', 'sell' or '' (nothing to trade)
+    Column("quantity", Numeric, nullable=False),
+    Column("reference_price", Numeric, nullable=False),
+    Column("reduce_only", Boolean, nullable=False),
+    # Names of the rules that did not pass, in evaluation order (empty when approved), so
+    # "why was this refused" is a column, not a JSON query.
+    Column("failed_rules", ARRAY(Text), nullable=False),
+    Column("rules", JSONB, nullable=False),  # [{"rule", "passed", "detail"}, ...] in order
 )
 
 positions = Table(
@@ -139,4 +162,4 @@ models = Table(
 )
 
 __all__ = ["HYPERTABLES", "BigInteger", "candles", "equity", "fills", "funding", "metadata",
-           "models", "positions", "trades"]
+           "models", "positions", "risk_decisions", "trades"]
