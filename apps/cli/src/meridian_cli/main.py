@@ -6,6 +6,7 @@
   meridian data     market data: backfill | gaps | repair | load-csv
   meridian train    walk-forward training of the meta-model (XGBoost -> ONNX -> registry)
   meridian model    model registry: promote a version
+  meridian control  operator commands on control.v1: kill-switch engage|clear, status
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from meridian_cli import data, embedded_db, report, train
+from meridian_cli import control, data, embedded_db, report, train
 from meridian_cli.pipeline import run_inprocess
 from meridian_cli.progress import ProgressLine
 from meridian_cli.scripts import REPO
@@ -111,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
     data.add_parser(sub)
     train.add_parser(sub)
+    control.add_parser(sub)
     return p
 
 
