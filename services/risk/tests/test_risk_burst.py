@@ -13,6 +13,7 @@ from meridian.v1 import common_pb2, order_approved_pb2, risk_decision_pb2, signa
 from meridian_common import topics
 from meridian_common.handler import Inbound, Outbox
 from meridian_common.money import ZERO
+from meridian_common.testing import caught_up
 from meridian_risk.handler import RiskHandler
 from meridian_risk.settings import RiskSettings
 
@@ -61,6 +62,7 @@ def test_no_burst_ever_exceeds_a_limit(signals: list[tuple[str, int, Decimal]],
         before += abs(qty.get(key, ZERO)) * price
         out = Outbox("risk")
         handler.handle(Inbound(topics.SIGNAL, key, _signal(n, key, direction, price)), out)
+        caught_up(handler, handler.merge.progress(), (topics.SIGNAL, key), T0, out)
         mark[key] = price
         decisions = [m for t, _, m in out.items
                      if isinstance(m, risk_decision_pb2.RiskDecision)]

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meridian.v1 import (
+    candle_pb2,
     common_pb2,
     control_pb2,
     order_approved_pb2,
@@ -21,6 +22,7 @@ from meridian.v1 import (
 )
 from meridian_common import codec, ids, topics
 from meridian_common.handler import Inbound, InvalidMessage, Outbox
+from meridian_common.testing import caught_up
 from meridian_risk.handler import RiskHandler
 from meridian_risk.settings import RiskSettings
 
@@ -31,7 +33,9 @@ RULES = ["strategy.direction", "strategy.max_trades_per_day", "strategy.cooldown
          "strategy.max_drawdown", "order.nonzero", "order.min_notional", "order.precision",
          "order.max_notional", "order.max_leverage", "order.margin",
          "position.stop_loss_required", "position.stop_before_liquidation",
-         "position.max_notional", "portfolio.max_exposure", "portfolio.max_open_positions",
+         "position.max_notional", "portfolio.max_exposure", "portfolio.correlated_exposure",
+         "portfolio.max_open_positions", "portfolio.max_drawdown", "system.daily_loss",
+         "system.stale_data", "system.price_spike", "system.error_rate", "system.breaker",
          "system.kill_switch"]
 LONG, SHORT, FLAT = (common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT,
                      common_pb2.DIRECTION_FLAT)
@@ -56,7 +60,10 @@ def kill(engaged: bool) -> control_pb2.Control:
 def handle(handler: RiskHandler, msg: object, topic: str = topics.SIGNAL,
            key: str = KEY) -> list[tuple[str, str, object]]:
     out = Outbox(handler.name)
-    handler.handle(Inbound(topic, key, msg), out)  # type: ignore[arg-type]
+    inbound = Inbound(topic, key, msg)  # type: ignore[arg-type]
+    handler.handle(inbound, out)
+    if topic == topics.SIGNAL:
+        caught_up(handler, handler.merge.progress(), (topic, key), inbound.event_time_ms, out)
     return out.items
 
 
@@ -80,7 +87,9 @@ def test_long_is_sized_and_approved() -> None:
     decisions, orders, marks = split(items)
     assert len(decisions) == 1
     assert len(orders) == 1
-    assert marks == []
+    # after the order: the gate has decided everything up to its time for the key
+    assert [(m.key, m.event_time_ms) for m in marks] == [(KEY, sig.meta.event_time_ms)]
+    assert isinstance(items[-1][2], common_pb2.Watermark)
     d, o = decisions[0], orders[0]
     assert [r.rule for r in d.rules] == RULES
     assert all(r.passed for r in d.rules)
@@ -101,7 +110,7 @@ def test_long_is_sized_and_approved() -> None:
     assert (o.exchange, o.symbol, o.strategy) == ("binance", "BTCUSDT", "ema_cross")
     assert items[0][0] == topics.RISK_DECISION  # the decision is published before the order
     for topic, _, m in items:
-        assert topics.spec(topic).message is type(m)
+        assert isinstance(m, common_pb2.Watermark) or topics.spec(topic).message is type(m)
         codec.validate(m)  # type: ignore[arg-type]
 
 
@@ -177,7 +186,8 @@ def test_kill_switch_blocks_entries_but_lets_exits_pass() -> None:
     assert r["order.min_notional"]
     assert r["position.max_notional"]
     assert orders == []
-    assert len(marks) == 1
+    assert marks[-1].key == "binance:ETHUSDT"
+    assert marks[-1].event_time_ms == decisions[0].meta.event_time_ms
 
     # the open position can be closed (reduce-only)
     decisions, orders, _ = split(handle(handler, signal(3, FLAT)))
@@ -239,9 +249,16 @@ def test_client_order_id_deterministic_and_exchange_safe() -> None:
         assert pattern.match(coid), coid
 
 
-def test_signal_watermark_is_forwarded() -> None:
+def test_order_watermarks_follow_what_the_merge_released() -> None:
+    handler = RiskHandler(RiskSettings())
     wm = common_pb2.Watermark(key=KEY, event_time_ms=T0 + 5 * HOUR, producer="signals")
-    items = handle(RiskHandler(RiskSettings()), wm)
+    assert handle(handler, wm) == []  # progress alone releases nothing, so promises nothing
+    candle = candle_pb2.Candle(
+        meta=common_pb2.Meta(id="c", event_time_ms=T0 + 5 * HOUR, producer="ingest"),
+        exchange="binance", symbol="BTCUSDT", timeframe="1h", open_time_ms=T0 + 4 * HOUR,
+        close_time_ms=T0 + 5 * HOUR, open="100", high="101", low="99", close="100",
+        volume="1")
+    items = handle(handler, candle, topics.CANDLE)
     assert len(items) == 1
     topic, key, msg = items[0]
     assert (topic, key) == (topics.ORDER_APPROVED, KEY)

@@ -32,6 +32,10 @@ def signal(key: str, i: int, direction: int) -> signal_pb2.Signal:
         confidence=1.0, reference_price="2000.5", reason="test")
 
 
+def watermark(key: str, i: int) -> common_pb2.Watermark:
+    return common_pb2.Watermark(key=key, event_time_ms=T0 + i * HOUR, producer="signals")
+
+
 def kill(engaged: bool) -> control_pb2.Control:
     return control_pb2.Control(
         meta=common_pb2.Meta(id=f"ctl-{engaged}", event_time_ms=T0, producer="control-plane"),
@@ -64,7 +68,9 @@ async def _scenario(restore: bool) -> tuple[RiskHandler, list[risk_decision_pb2.
     bus = InProcessBus(3)
     await bus.ensure_topics(all_topic_configs("", 3))
     first = RiskHandler(RiskSettings())
-    await _run(bus, first, [(topics.SIGNAL, BTC, signal(BTC, 0, LONG)),
+    await _run(bus, first, [(topics.CANDLE, BTC, watermark(BTC, 0)),
+                            (topics.CANDLE, ETH, watermark(ETH, 0)),
+                            (topics.SIGNAL, BTC, signal(BTC, 0, LONG)),
                             (topics.SIGNAL, ETH, signal(ETH, 0, LONG))], 2)
     await _run(bus, RiskHandler(RiskSettings()), [(topics.CONTROL, "kill_switch", kill(True))],
                2, engaged=True)
@@ -72,9 +78,16 @@ async def _scenario(restore: bool) -> tuple[RiskHandler, list[risk_decision_pb2.
     if not restore:
         second.restore_from = ()  # type: ignore[misc]
     xrp = "binance:XRPUSDT"
-    await _run(bus, second, [(topics.SIGNAL, ETH, signal(ETH, 1, LONG)),  # already long
+    # (candle Watermarks stand for the candles: no price moves here)
+    await _run(bus, second, [(topics.CANDLE, BTC, watermark(BTC, 2)),
+                             (topics.CANDLE, ETH, watermark(ETH, 2)),
+                             (topics.CANDLE, xrp, watermark(xrp, 2)),
+                             (topics.SIGNAL, ETH, signal(ETH, 1, LONG)),  # already long
                              (topics.SIGNAL, BTC, signal(BTC, 1, FLAT)),
-                             (topics.SIGNAL, xrp, signal(xrp, 2, LONG))], 5)
+                             (topics.SIGNAL, xrp, signal(xrp, 2, LONG)),
+                             # the gate decides XRP at T0+2h once BTC and ETH have reached it
+                             (topics.SIGNAL, BTC, watermark(BTC, 2)),
+                             (topics.SIGNAL, ETH, watermark(ETH, 2))], 5)
     return second, _decisions(bus)
 
 

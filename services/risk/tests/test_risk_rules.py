@@ -10,6 +10,7 @@ import pytest
 from meridian.v1 import common_pb2, order_approved_pb2, risk_decision_pb2, signal_pb2
 from meridian_common import config, topics
 from meridian_common.handler import Inbound, Outbox
+from meridian_common.testing import caught_up
 from meridian_risk.handler import RiskHandler
 from meridian_risk.rules import RULE_NAMES
 from meridian_risk.settings import RiskSettings
@@ -44,8 +45,10 @@ class Gate:
              confidence: float = 1.0) -> risk_decision_pb2.RiskDecision:
         self.i += 1
         out = Outbox("risk")
-        self.handler.handle(Inbound(topics.SIGNAL, key, sig(self.i, direction, price, key, stop,
-                                                             confidence)), out)
+        signal = sig(self.i, direction, price, key, stop, confidence)
+        self.handler.handle(Inbound(topics.SIGNAL, key, signal), out)
+        caught_up(self.handler, self.handler.merge.progress(), (topics.SIGNAL, key),
+                  signal.meta.event_time_ms, out)
         self.items += out.items
         decisions = [m for t, _, m in out.items if t == topics.RISK_DECISION]
         assert len(decisions) == 1
@@ -253,6 +256,7 @@ def test_restore_rebuilds_quantities_entries_and_marks() -> None:
     for topic in restored.restore_from:  # the host reads each topic whole, in this order
         for key, message in by_topic.get(topic, []):
             restored.restore(Inbound(topic, key, message))  # type: ignore[arg-type]
+    restored.restored()
     assert restored.book == gate.handler.book
     assert restored.book.positions[KEYS[0]].entry == Decimal(110)
     assert restored.book.marks[KEYS[2]] == Decimal(7)

@@ -13,6 +13,7 @@ import pytest
 from meridian.v1 import common_pb2, risk_decision_pb2, signal_pb2
 from meridian_common import config, topics
 from meridian_common.handler import Inbound, Outbox
+from meridian_common.testing import caught_up
 from meridian_risk.handler import RiskHandler
 from meridian_risk.ledger import DAY_MS, HOUR_MS
 from meridian_risk.settings import RiskSettings
@@ -37,6 +38,8 @@ def feed(handler: RiskHandler, signal: signal_pb2.Signal, key: str
          ) -> tuple[risk_decision_pb2.RiskDecision, list[tuple[str, str, object]]]:
     out = Outbox("risk")
     handler.handle(Inbound(topics.SIGNAL, key, signal), out)
+    caught_up(handler, handler.merge.progress(), (topics.SIGNAL, key),
+              signal.meta.event_time_ms, out)
     decisions = [m for t, _, m in out.items if t == topics.RISK_DECISION]
     assert len(decisions) == 1
     return decisions[0], out.items  # type: ignore[return-value]
@@ -260,11 +263,12 @@ def restored(emitted: list[tuple[str, str, object]]) -> RiskHandler:
     for topic in handler.restore_from:
         per_key: dict[str, list[object]] = {}
         for t, key, message in emitted:
-            if t == topic and not isinstance(message, common_pb2.Watermark):
+            if t == topic:
                 per_key.setdefault(key, []).append(message)
         for key in sorted(per_key, reverse=True):
             for message in per_key[key]:
                 handler.restore(Inbound(topic, key, message))  # type: ignore[arg-type]
+    handler.restored()
     return handler
 
 

@@ -97,6 +97,10 @@ class Handler:
         """Take one record of a `restore_from` topic into the state (no outputs)."""
         raise NotImplementedError
 
+    def restored(self) -> None:
+        """Every `restore_from` record has been given to `restore`: finish the state (e.g.
+        replay what was collected in event-time order)."""
+
     async def flush(self) -> None:
         """Make the effects of the handled messages durable."""
 

@@ -170,6 +170,7 @@ class ServiceHost:
                                                      (record.topic, record.partition,
                                                       record.offset)))
                     restored += len(records)
+        self.handler.restored()
         log.info("state restored", extra={"topics": list(self.handler.restore_from),
                                            "records": restored})
 

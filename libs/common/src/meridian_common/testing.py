@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from meridian.v1 import common_pb2
 from meridian_common import codec, topics
 from meridian_common.handler import Handler, Inbound, Outbox
 
@@ -99,3 +100,15 @@ def features_by_candle(items: Iterable[OutItem]) -> dict[tuple[str, int], bytes]
     """Emitted features.v1 messages by (symbol, candle open time), as encoded bytes."""
     return {(m.symbol, m.candle_open_time_ms): codec.encode(m)[0]  # type: ignore[attr-defined]
             for t, _, m in items if t == topics.FEATURES}
+
+
+def caught_up(handler: Handler, progress: dict[tuple[str, str], int],
+              stream: tuple[str, str], t: int, out: Outbox) -> None:
+    """Tell a handler that merges streams in event time (`progress`: its merge's streams) that
+    every stream but `stream` (topic, key) has reached `t`, with Watermarks: unit tests that
+    feed one stream at a time then see each decision at once, as if the others had nothing
+    more up to `t`."""
+    for (topic, key), reached in sorted(progress.items()):
+        if (topic, key) != stream and reached < t:
+            handler.handle(Inbound(topic, key, common_pb2.Watermark(
+                key=key, event_time_ms=t, producer="test")), out)

@@ -1,121 +1,291 @@
-"""Risk gate: signals in, a decision for each (with every rule's result) and approved orders out.
+"""Risk gate: candles and signals in, a decision for each signal (with every rule's result) and
+approved orders out; circuit breakers announced on control.v1.
 
-order.approved.v1 is sparse: whenever a signal or a signal watermark leads to no order, a
-Watermark is forwarded so execution can act in event time.
+Event time, not arrival: a decision for one symbol depends on every other symbol's position,
+price and the breakers, so candles and signals go through an `EventTimeMerge` and are taken in
+(event time, candles before signals, key) order once every symbol's candles and signals have
+reached that time. Over Kafka, in-process and after a restart the gate then decides the same.
+Control commands and order events are taken on arrival (operators' and the exchange's clock).
+
+order.approved.v1 is sparse: after each step of the merge every symbol gets a Watermark at the
+time the gate has decided up to, so execution can act in event time.
+
+A signal id already decided (seen in risk.decision.v1 at restore) is not decided again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
-from meridian.v1 import common_pb2, control_pb2, order_approved_pb2, risk_decision_pb2, signal_pb2
+from meridian.v1 import (
+    candle_pb2,
+    common_pb2,
+    control_pb2,
+    order_approved_pb2,
+    order_event_pb2,
+    risk_decision_pb2,
+    signal_pb2,
+)
 from meridian_common import ids, topics
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
-from meridian_common.money import ZERO, dec, to_str
+from meridian_common.merge import EventTimeMerge
+from meridian_common.money import MONEY_CONTEXT, ZERO, dec, to_str
 from meridian_risk.book import Book
+from meridian_risk.breakers import Breakers, Change, Level
 from meridian_risk.ledger import Ledger
+from meridian_risk.market import Market
 from meridian_risk.rules import Context, evaluate, parse_stop, propose
 from meridian_risk.settings import RiskSettings
 
 log = logging.getLogger(__name__)
 
+CANDLE_RANK, SIGNAL_RANK = 0, 1
+ACTOR = "risk"
+# Order outcomes the error-rate breaker counts as failures.
+FAILED = (order_event_pb2.ORDER_STATUS_REJECTED, order_event_pb2.ORDER_STATUS_UNKNOWN)
+SETTLED = (order_event_pb2.ORDER_STATUS_FILLED, order_event_pb2.ORDER_STATUS_CANCELED,
+           order_event_pb2.ORDER_STATUS_EXPIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candle:
+    key: str
+    time_ms: int
+    close: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class _Signal:
+    key: str
+    signal: signal_pb2.Signal
+    price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class _Booked:
+    """An approved order read back at restore, with its decision's price."""
+
+    key: str
+    time_ms: int
+    strategy: str
+    delta: Decimal
+    price: Decimal
+    order_id: str
+    reduce_only: bool
+
 
 class RiskHandler(Handler):
     name = "risk"
-    inputs = (topics.SIGNAL, topics.CONTROL)
-    outputs = (topics.RISK_DECISION, topics.ORDER_APPROVED)
-    # The kill switch (control.v1 is compacted: its latest command per subject) and the book of
-    # approved orders (this service's own record of its decisions) survive a restart. A signal
-    # handled again after a crash then finds its position already at target: no second order.
-    # risk.decision.v1 (read before the orders) gives the book its prices: each approved
-    # order's entry and the last reference price per symbol. The same orders rebuild each
-    # strategy's ledger (its entries per day and closed trades), so a restart changes no decision.
-    restore_from = (topics.CONTROL, topics.RISK_DECISION, topics.ORDER_APPROVED)
+    inputs = (topics.CANDLE, topics.SIGNAL, topics.ORDER_EVENT, topics.CONTROL)
+    outputs = (topics.RISK_DECISION, topics.ORDER_APPROVED, topics.CONTROL)
+    # What survives a restart: the kill switch and the breaker level (control.v1, compacted);
+    # the signals already decided and their prices (risk.decision.v1); the book and each
+    # strategy's trades (order.approved.v1, replayed with the candles in event time so the
+    # equity peak and the day's start come out as they were); where the merge had got to (the
+    # Watermarks of order.approved.v1); which streams exist (md.candle.v1 and signal.v1 keys).
+    restore_from = (topics.CONTROL, topics.RISK_DECISION, topics.ORDER_APPROVED, topics.CANDLE,
+                    topics.SIGNAL)
 
-    def __init__(self, settings: RiskSettings) -> None:
+    def __init__(self, settings: RiskSettings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock  # wall clock, for the stale data guard only
         self.market_rules = settings.market_rules()
         self.book = Book()
-        # Each strategy's trades (entries, closes, realized PnL) for the strategy-layer rules,
-        # rebuilt by restore() from the same approved orders as the book.
+        # Each strategy's trades (entries, closes, realized PnL) for the strategy-layer rules.
         self.ledger = Ledger(settings.initial_capital)
-        # client_order_id -> reference price of its approved decision, while restoring.
-        self._restored_prices: dict[str, Decimal] = {}
+        self.market = Market(settings.correlation_window)
+        self.breakers = Breakers(settings)
+        self.merge: EventTimeMerge[_Candle | _Signal] = EventTimeMerge(settings.merge_grace_s)
         self.kill_switch = False
+        self.decided: set[str] = set()  # signal ids
+        self.forwarded: dict[str, int] = {}  # key -> last order.approved Watermark
+        self.keys: set[str] = set()
         self.approved = 0
         self.rejected = 0
+        self.late = 0
+        self._warned = False
+        # restore: client_order_id -> decision price; collected candles, orders, stream keys
+        self._restored_prices: dict[str, Decimal] = {}
+        self._restore_candles: list[_Candle] = []
+        self._restore_orders: list[_Booked] = []
+        self._restore_streams: dict[tuple[str, str], int] = {}
+        self._restored_breaker: control_pb2.BreakerState | None = None
+
+    # -- inputs ------------------------------------------------------------------------------
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
-        if msg.topic == topics.CONTROL:
+        topic, key = msg.topic, msg.key
+        if topic == topics.CONTROL:
             if not msg.is_watermark:
-                self._control(msg.message)  # type: ignore[arg-type]
-        elif msg.is_watermark:
-            out.watermark(topics.ORDER_APPROVED, msg.key, msg.event_time_ms)
-        else:
-            self._signal(msg.key, msg.message, out)  # type: ignore[arg-type]
-
-    def restore(self, msg: Inbound) -> None:
+                self._control(msg.message, out)  # type: ignore[arg-type]
+            return
+        if topic == topics.ORDER_EVENT:
+            if not msg.is_watermark:
+                self._order_event(msg.message)  # type: ignore[arg-type]
+            return
+        t = msg.event_time_ms
+        if key not in self.keys:
+            self._new_key(topic, key, t, msg.is_watermark)
         if msg.is_watermark:
-            return
-        if msg.topic == topics.CONTROL:
-            self._control(msg.message)  # type: ignore[arg-type]
-            return
-        if msg.topic == topics.RISK_DECISION:
-            decision: risk_decision_pb2.RiskDecision = msg.message  # type: ignore[assignment]
-            price = dec(decision.reference_price, "RiskDecision.reference_price")
-            self.book.marks[msg.key] = price
-            if decision.approved:
-                self._restored_prices[decision.client_order_id] = price
-            return
-        order: order_approved_pb2.ApprovedOrder = msg.message  # type: ignore[assignment]
-        quantity = dec(order.quantity, "ApprovedOrder.quantity")
-        signed = quantity if order.side == common_pb2.SIDE_BUY else -quantity
-        # Without its decision (never expected: both are published together) the entry is the
-        # symbol's last known price, else 0 until the next signal marks it.
-        price = self._restored_prices.pop(order.client_order_id,
-                                          self.book.marks.get(msg.key, ZERO))
-        self._book(msg.key, order.strategy, signed, price, order.meta.event_time_ms,
-                   order.client_order_id, order.reduce_only)
+            self.merge.advance((topic, key), t)
+        elif topic == topics.CANDLE:
+            self._take(msg, self._parse_candle(key, msg.message), CANDLE_RANK, out)  # type: ignore[arg-type]
+        else:
+            signal: signal_pb2.Signal = msg.message  # type: ignore[assignment]
+            if signal.meta.id in self.decided:
+                self.merge.advance((topic, key), t)  # decided before a restart
+            else:
+                self._take(msg, self._parse_signal(key, signal), SIGNAL_RANK, out)
+        self._release(out)
 
-    def _book(self, key: str, strategy: str, delta: Decimal, price: Decimal, time_ms: int,
-              order_id: str, reduce_only: bool) -> None:
-        """Book an approved order: in the strategy ledger (from the position before it), then
-        in the book. Live approvals and restore() go through here alike."""
-        self.ledger.record(key, strategy, self.book.positions.get(key), delta, price, time_ms,
-                           order_id, reduce_only)
-        self.book.apply(key, delta, price)
+    def _new_key(self, topic: str, key: str, t: int, is_watermark: bool) -> None:
+        """A symbol's first record: both its streams are expected from now on, so neither can
+        run ahead while the other has not shown up (the signals service behind ingest, or the
+        signal partitions read before the candle ones).
 
-    @property
-    def positions(self) -> dict[str, Decimal]:
-        """Signed position per key (a view of the book)."""
-        return {k: p.quantity for k, p in self.book.positions.items()}
+        Candles imply signals (every candle becomes a features row, every row a signal or a
+        Watermark): a first candle at close c can lead to signals at c, not before; a candle
+        Watermark at t promises none at or before t. Signals imply candles but not how far
+        they have arrived: a first signal expects the candles from the start (-1)."""
+        self.keys.add(key)
+        if topic == topics.CANDLE:
+            self.merge.advance((topics.SIGNAL, key), t if is_watermark else t - 1)
+        elif not self.merge.knows((topics.CANDLE, key)):
+            self.merge.advance((topics.CANDLE, key), -1)
 
-    def _control(self, command: control_pb2.Control) -> None:
-        if command.WhichOneof("command") == "kill_switch":
-            self.kill_switch = command.kill_switch.engaged
-            log.warning("kill switch %s", "ENGAGED" if self.kill_switch else "cleared",
-                        extra={"reason": command.kill_switch.reason,
-                               "actor": command.kill_switch.actor})
+    def _parse_candle(self, key: str, candle: candle_pb2.Candle) -> _Candle:
+        close = dec(candle.close, "Candle.close")
+        if close <= 0:
+            raise InvalidMessage(f"candle {candle.meta.id}: close {candle.close!r} is not "
+                                 "positive")
+        return _Candle(key, candle.meta.event_time_ms, close)
 
-    def _signal(self, key: str, signal: signal_pb2.Signal, out: Outbox) -> None:
+    def _parse_signal(self, key: str, signal: signal_pb2.Signal) -> _Signal:
         price = dec(signal.reference_price, "Signal.reference_price")
         if price <= 0:
             raise InvalidMessage(f"Signal.reference_price: {signal.reference_price!r} is not "
                                  "positive")
+        return _Signal(key, signal, price)
+
+    def _take(self, msg: Inbound, item: _Candle | _Signal, rank: int, out: Outbox) -> None:
+        """Validated before it is held: a record released later cannot be dead-lettered."""
+        if isinstance(item, _Candle):
+            last = self.market.symbols.get(item.key)
+            if last is not None and item.time_ms <= last.close_time_ms:
+                # already taken (read again after a restart) or a correction: a new mark only
+                self.market.candle(item.key, item.time_ms, item.close)
+                self.merge.advance((msg.topic, msg.key), item.time_ms)
+                return
+        if not self.merge.hold((msg.topic, msg.key), msg.event_time_ms, rank, item,
+                               msg.position):
+            self.late += 1
+            log.warning("record behind the merge taken at once", extra={
+                "topic": msg.topic, "key": msg.key, "event_time_ms": msg.event_time_ms,
+                "released_to_ms": self.merge.released_to})
+            self._dispatch(item, out)
+
+    def _release(self, out: Outbox) -> None:
+        for item in self.merge.release():
+            self._dispatch(item, out)
+        upto = self.merge.released_to
+        if upto >= 0:
+            for key in sorted(self.keys):
+                if self.forwarded.get(key, -1) < upto:
+                    self.forwarded[key] = upto
+                    out.watermark(topics.ORDER_APPROVED, key, upto)
+        if self.merge.held and not self._warned and (
+                self.merge.waited_s() >= self.settings.hold_warning_s):
+            self._warned = True
+            log.warning("signals waiting for other symbols' candles or signals", extra={
+                "held": self.merge.held, "waited_s": round(self.merge.waited_s(), 1),
+                "lagging": [f"{t}:{k}@{p}" for (t, k), p in self.merge.lagging()]})
+        elif not self.merge.held:
+            self._warned = False
+
+    def _dispatch(self, item: _Candle | _Signal, out: Outbox) -> None:
+        if isinstance(item, _Candle):
+            self._candle(item, out)
+        else:
+            self._signal(item.key, item.signal, item.price, out)
+
+    # -- candles: marks, equity, breakers ------------------------------------------------------
+
+    def equity(self) -> Decimal:
+        """Initial capital + realized PnL of the approved trades + open positions at marks."""
+        total = MONEY_CONTEXT.add(self.settings.initial_capital, self.ledger.realized)
+        for key, pos in self.book.positions.items():
+            mark = self.book.marks.get(key, pos.entry)
+            total = MONEY_CONTEXT.add(total, MONEY_CONTEXT.multiply(
+                pos.quantity, MONEY_CONTEXT.subtract(mark, pos.entry)))
+        return total
+
+    def _mark(self, candle: _Candle) -> Change | None:
+        move = self.market.candle(candle.key, candle.time_ms, candle.close)
+        self.book.marks[candle.key] = candle.close
+        self.breakers.move(candle.time_ms, move)
+        return self.breakers.check(candle.time_ms, self.equity())
+
+    def _candle(self, candle: _Candle, out: Outbox) -> None:
+        change = self._mark(candle)
+        if change is not None:
+            self._announce(change, out)
+
+    def _announce(self, change: Change, out: Outbox) -> None:
+        t = change.time_ms
+        level = change.level.name.lower()
+        log.log(logging.INFO if change.level == Level.NORMAL else logging.WARNING,
+                "circuit breaker: %s", level, extra={
+            "until_ms": change.until_ms, "reason": change.reason, "event_time_ms": t})
+        out.emit(topics.CONTROL, "breaker", control_pb2.Control(
+            meta=common_pb2.Meta(id=f"breaker:{t}:{level}", event_time_ms=t, producer=self.name),
+            breaker=control_pb2.BreakerState(level=level, until_ms=change.until_ms,
+                                             reason=change.reason)))
+        if change.level == Level.CLOSE:
+            self.kill_switch = True
+            out.emit(topics.CONTROL, "kill_switch", control_pb2.Control(
+                meta=common_pb2.Meta(id=f"kill:{t}", event_time_ms=t, producer=self.name),
+                kill_switch=control_pb2.KillSwitch(
+                    engaged=True, reason=f"breakers: {change.reason}", actor=ACTOR)))
+            self._close_all(t, f"breaker:{t}:{level}", change.reason, out)
+
+    def _close_all(self, t: int, cause: str, reason: str, out: Outbox) -> None:
+        """A FLAT signal of the gate's own for every open position, decided like any other (so
+        the decision reports every rule; reduce-only exits pass the kill switch)."""
+        for key in sorted(self.book.positions):
+            exchange, _, symbol = key.rpartition(":")
+            trade = self.ledger.open.get(key)
+            price = self.book.marks.get(key, self.book.positions[key].entry)
+            signal = signal_pb2.Signal(
+                meta=common_pb2.Meta(id=f"close-all:{t}:{key}", cause_id=cause,
+                                     event_time_ms=t, producer=self.name),
+                exchange=exchange, symbol=symbol, strategy=trade.strategy if trade else "",
+                direction=common_pb2.DIRECTION_FLAT, confidence=1.0,
+                reference_price=to_str(price), reason=f"close all: {reason}")
+            self._signal(key, signal, price, out)
+
+    # -- signals: decisions ---------------------------------------------------------------------
+
+    def _signal(self, key: str, signal: signal_pb2.Signal, price: Decimal, out: Outbox) -> None:
+        self.decided.add(signal.meta.id)
+        t = signal.meta.event_time_ms
         stop, stop_error = parse_stop(signal)
         proposal = propose(signal.direction, key, price, stop, signal.confidence, self.book,
-                           self.settings, self.market_rules)
+                           self.settings, self.market_rules, self.breakers.size_factor())
         ctx = Context(key=key, direction=signal.direction, price=price, stop=stop,
                       stop_error=stop_error, confidence=signal.confidence, proposal=proposal,
                       book=self.book, settings=self.settings, rules=self.market_rules,
                       kill_switch=self.kill_switch, strategy=signal.strategy,
-                      event_time_ms=signal.meta.event_time_ms, ledger=self.ledger)
+                      event_time_ms=t, ledger=self.ledger, breakers=self.breakers,
+                      market=self.market, lag_s=self.clock() - t / 1000)
         rules = evaluate(ctx)
         # The signal's price marks the symbol whatever the decision: exposure is valued at it.
         self.book.marks[key] = price
         approved = all(r.passed for r in rules)
-        t = signal.meta.event_time_ms
         decision = risk_decision_pb2.RiskDecision(
             meta=common_pb2.Meta(id="dec:" + signal.meta.id, cause_id=signal.meta.id,
                                  event_time_ms=t, producer=self.name),
@@ -126,7 +296,6 @@ class RiskHandler(Handler):
         if not approved:
             self.rejected += 1
             out.emit(topics.RISK_DECISION, key, decision)
-            out.watermark(topics.ORDER_APPROVED, key, t)
             return
         self.approved += 1
         coid = ids.client_order_id(signal.meta.id)
@@ -143,3 +312,150 @@ class RiskHandler(Handler):
             quantity=to_str(proposal.quantity), reduce_only=proposal.reduce_only,
             stop_loss=signal.stop_loss, take_profit=signal.take_profit, strategy=signal.strategy,
         ))
+
+    def _book(self, key: str, strategy: str, delta: Decimal, price: Decimal, time_ms: int,
+              order_id: str, reduce_only: bool) -> None:
+        """Book an approved order: in the strategy ledger (from the position before it), then
+        in the book. Live approvals and the restore go through here alike."""
+        self.ledger.record(key, strategy, self.book.positions.get(key), delta, price, time_ms,
+                           order_id, reduce_only)
+        self.book.apply(key, delta, price)
+
+    @property
+    def positions(self) -> dict[str, Decimal]:
+        """Signed position per key (a view of the book)."""
+        return {k: p.quantity for k, p in self.book.positions.items()}
+
+    # -- control and order events (arrival order) ----------------------------------------------
+
+    def _control(self, command: control_pb2.Control, out: Outbox | None) -> None:
+        kind = command.WhichOneof("command")
+        if kind == "breaker" and out is None:  # restore: resume at the announced level
+            self._restored_breaker = command.breaker
+            return
+        if kind != "kill_switch":
+            return
+        switch = command.kill_switch
+        was = self.kill_switch
+        self.kill_switch = switch.engaged
+        if was != switch.engaged and out is not None:
+            log.warning("kill switch %s", "ENGAGED" if switch.engaged else "cleared",
+                        extra={"reason": switch.reason, "actor": switch.actor})
+        if not switch.engaged:
+            if self.breakers.cleared() and out is not None:
+                t = max(command.meta.event_time_ms, self.merge.released_to)
+                out.emit(topics.CONTROL, "breaker", control_pb2.Control(
+                    meta=common_pb2.Meta(id=f"breaker:{t}:normal", event_time_ms=t,
+                                         producer=self.name),
+                    breaker=control_pb2.BreakerState(
+                        level="normal", reason=f"kill switch cleared by {switch.actor}: "
+                                               f"{switch.reason}")))
+        elif (out is not None and not was and switch.actor != ACTOR
+              and self.settings.flatten_on_kill):
+            # Never behind the order watermarks already published for the keys.
+            t = max(command.meta.event_time_ms, self.merge.released_to)
+            self._close_all(t, command.meta.id, f"kill switch by {switch.actor}: "
+                                                f"{switch.reason}", out)
+
+    def _order_event(self, event: order_event_pb2.OrderEvent) -> None:
+        """Release what an order that ended unfilled still held; count outcomes."""
+        status = event.status
+        if status in FAILED:
+            self.breakers.order_outcome(True)
+        elif status in SETTLED:
+            self.breakers.order_outcome(False)
+        if status not in (order_event_pb2.ORDER_STATUS_CANCELED,
+                          order_event_pb2.ORDER_STATUS_REJECTED,
+                          order_event_pb2.ORDER_STATUS_EXPIRED):
+            return
+        try:
+            quantity = dec(event.quantity, "OrderEvent.quantity")
+            filled = dec(event.filled_quantity or "0", "OrderEvent.filled_quantity")
+        except ValueError as exc:
+            raise InvalidMessage(f"order event {event.meta.id}: {exc}") from None
+        unfilled = quantity - filled
+        if unfilled <= 0:
+            return
+        key = topics.market_key(event.exchange, event.symbol)
+        # The approval booked the whole quantity at once: give back the part that never filled.
+        release = -unfilled if event.side == common_pb2.SIDE_BUY else unfilled
+        price = self.book.marks.get(key, ZERO)
+        trade = self.ledger.open.get(key)
+        self._book(key, trade.strategy if trade else "", release, price,
+                   event.meta.event_time_ms, event.client_order_id, True)
+        log.warning("order ended unfilled: its exposure released", extra={
+            "client_order_id": event.client_order_id, "status": status,
+            "unfilled": to_str(unfilled), "reason": event.reason})
+
+    # -- restore -------------------------------------------------------------------------------
+
+    def restore(self, msg: Inbound) -> None:
+        topic, key = msg.topic, msg.key
+        if topic in (topics.CANDLE, topics.SIGNAL):
+            stream = (topic, key)
+            t = msg.event_time_ms
+            self._restore_streams[stream] = max(self._restore_streams.get(stream, -1), t)
+            if topic == topics.CANDLE and not msg.is_watermark:
+                with contextlib.suppress(ValueError):  # dead-lettered when it was consumed
+                    self._restore_candles.append(self._parse_candle(key, msg.message))  # type: ignore[arg-type]
+            return
+        if msg.is_watermark:
+            if topic == topics.ORDER_APPROVED:
+                self.forwarded[key] = max(self.forwarded.get(key, -1), msg.event_time_ms)
+            return
+        if topic == topics.CONTROL:
+            self._control(msg.message, None)  # type: ignore[arg-type]
+            return
+        if topic == topics.RISK_DECISION:
+            decision: risk_decision_pb2.RiskDecision = msg.message  # type: ignore[assignment]
+            self.decided.add(decision.meta.cause_id)
+            price = dec(decision.reference_price, "RiskDecision.reference_price")
+            self.book.marks[key] = price
+            if decision.approved:
+                self._restored_prices[decision.client_order_id] = price
+            return
+        order: order_approved_pb2.ApprovedOrder = msg.message  # type: ignore[assignment]
+        quantity = dec(order.quantity, "ApprovedOrder.quantity")
+        # Without its decision (never expected: both are published together) the entry is the
+        # symbol's last known price, else 0 until the next signal marks it.
+        price = self._restored_prices.pop(order.client_order_id,
+                                          self.book.marks.get(key, ZERO))
+        self._restore_orders.append(_Booked(
+            key, order.meta.event_time_ms, order.strategy,
+            quantity if order.side == common_pb2.SIDE_BUY else -quantity, price,
+            order.client_order_id, order.reduce_only))
+
+    def restored(self) -> None:
+        """Replay the approved orders with the candles up to where the merge had got, in its
+        order (at one time: candles, then orders), for the book, the strategies' trades, the
+        marks and the equity the breakers measure; then resume the merge there."""
+        upto = min(self.forwarded.values(), default=-1)
+        candles = sorted((c for c in self._restore_candles if c.time_ms <= upto),
+                         key=lambda c: (c.time_ms, c.key))
+        orders = sorted(self._restore_orders, key=lambda o: o.time_ms)  # stable: topic order
+        i = 0
+        for candle in candles:
+            while i < len(orders) and orders[i].time_ms < candle.time_ms:
+                self._book_restored(orders[i])
+                i += 1
+            self._mark(candle)
+        for order in orders[i:]:
+            self._book_restored(order)
+        if self._restored_breaker is not None:
+            state = self._restored_breaker
+            self.breakers.apply(Level[state.level.upper()], state.until_ms, state.reason)
+        if upto >= 0:
+            for stream in self._restore_streams:
+                self.merge.advance(stream, upto)
+                self.keys.add(stream[1])
+            self.merge.released_to = upto
+        self._restore_candles, self._restore_orders, self._restore_streams = [], [], {}
+        self._restored_prices.clear()
+
+    def _book_restored(self, o: _Booked) -> None:
+        self._book(o.key, o.strategy, o.delta, o.price, o.time_ms, o.order_id, o.reduce_only)
+
+    # -- host contract ---------------------------------------------------------------------------
+
+    def retained(self) -> Mapping[tuple[str, int], int]:
+        return self.merge.retained()

@@ -66,6 +66,8 @@ class Ledger:
     entries: dict[tuple[str, int], int] = field(default_factory=dict)
     # strategy -> closed trades (close time ms, exit client_order_id, PnL), sorted
     closed: dict[str, list[tuple[int, str, Decimal]]] = field(default_factory=dict)
+    # PnL of every reduction so far, all strategies (the realized part of the gate's equity)
+    realized: Decimal = ZERO
     _stats: dict[str, Stats] = field(default_factory=dict, compare=False, repr=False)
 
     def entries_on(self, strategy: str, time_ms: int) -> int:
@@ -84,6 +86,7 @@ class Ledger:
         reduced = current if closes else (-delta if abs(target) < abs(current) else ZERO)
         if position is not None and reduced != 0:
             pnl = MONEY_CONTEXT.multiply(reduced, MONEY_CONTEXT.subtract(price, position.entry))
+            self.realized = MONEY_CONTEXT.add(self.realized, pnl)
             trade = self.open.pop(key, None) or OpenTrade(strategy)
             trade.realized = MONEY_CONTEXT.add(trade.realized, pnl)
             if closes:

@@ -3,12 +3,14 @@
 Layers: strategy (is the signal tradable; is its strategy within its daily trade count, loss
 cooldown and drawdown, judged from its trades as the gate approved them: see ledger.py), order
 (the order itself: size, leverage, margin, exchange precision), position (the symbol's position
-after the order: stop loss, liquidation, size), portfolio (every symbol together), system (kill
-switch). Each rule is a small function of a `Context` returning a RuleResult whose detail states
-the numbers it compared.
+after the order: stop loss, liquidation, size), portfolio (every symbol together: exposure,
+correlated exposure, open positions, drawdown from peak equity), system (daily loss, stale data,
+price spike, order error rate, the breakers' escalation, kill switch; see breakers.py). Each
+rule is a small function of a `Context` returning a RuleResult whose detail states the numbers
+it compared.
 
-Positions are the gate's own book of what it approved (see book.py), valued at the last
-reference price seen per symbol. Exits (reduce-only orders) are never blocked by a limit on
+Positions are the gate's own book of what it approved (see book.py), valued at the last close
+or signal price seen per symbol. Exits (reduce-only orders) are never blocked by a limit on
 size, exposure, margin, by a strategy limit or by the kill switch: only by rules the exchange
 itself would enforce (a non-empty order, its minimum notional and precision).
 """
@@ -32,7 +34,9 @@ from meridian_common.sizing import (
     volatility_adjusted,
 )
 from meridian_risk.book import Book
+from meridian_risk.breakers import Breakers, Level
 from meridian_risk.ledger import HOUR_MS, Ledger, utc, utc_day
+from meridian_risk.market import Market
 from meridian_risk.settings import RiskSettings
 
 KNOWN_DIRECTIONS = (common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT,
@@ -70,6 +74,9 @@ class Context:
     strategy: str  # the signal's strategy
     event_time_ms: int  # the signal's event time: the clock of the strategy rules
     ledger: Ledger  # each strategy's trades as the gate approved them
+    breakers: Breakers
+    market: Market
+    lag_s: float  # wall-clock age of the signal at the decision (for the stale data guard)
 
     @property
     def current(self) -> Decimal:
@@ -88,12 +95,27 @@ class Context:
 
 
 def size_entry(direction: int, price: Decimal, stop: Decimal | None, confidence: float,
-               settings: RiskSettings, rules: MarketRules) -> tuple[Decimal, str]:
-    """Quantity of a new entry (> 0) or 0 with the reason, by the configured method.
+               settings: RiskSettings, rules: MarketRules,
+               factor: Decimal = Decimal(1)) -> tuple[Decimal, str]:
+    """Quantity of a new entry (> 0) or 0 with the reason, by the configured method, times
+    `factor` (the breakers' reduce stage), rounded down to the lot.
 
-    Equity is settings.initial_capital: realized PnL is not known to the gate yet (it does not
-    consume fills), so sizing neither compounds gains nor shrinks after losses.
+    Equity is settings.initial_capital: sizing neither compounds gains nor shrinks after
+    losses (the breakers and the strategy drawdown rule answer losses).
     """
+    qty, note = _size_entry(direction, price, stop, confidence, settings, rules)
+    if factor == 1 or qty <= 0:
+        return qty, note
+    reduced = quantity_for_notional(MONEY_CONTEXT.multiply(MONEY_CONTEXT.multiply(qty, price),
+                                                           factor), price, rules.lot)
+    if reduced <= 0:
+        return ZERO, (f"{to_str(qty)} x reduce factor {to_str(factor)} is less than one lot "
+                      f"({to_str(rules.lot)})")
+    return reduced, note
+
+
+def _size_entry(direction: int, price: Decimal, stop: Decimal | None, confidence: float,
+                settings: RiskSettings, rules: MarketRules) -> tuple[Decimal, str]:
     s = settings
     if s.sizing == "fixed_notional":
         qty = quantity_for_notional(s.order_notional, price, s.quantity_step)
@@ -134,13 +156,14 @@ def target_position(direction: int, current: Decimal, entry_size: Callable[[], D
 
 
 def propose(direction: int, key: str, price: Decimal, stop: Decimal | None, confidence: float,
-            book: Book, settings: RiskSettings, rules: MarketRules) -> Proposal:
+            book: Book, settings: RiskSettings, rules: MarketRules,
+            factor: Decimal = Decimal(1)) -> Proposal:
     current = book.quantity(key)
     note = ""
 
     def entry_size() -> Decimal:
         nonlocal note
-        qty, note = size_entry(direction, price, stop, confidence, settings, rules)
+        qty, note = size_entry(direction, price, stop, confidence, settings, rules, factor)
         return qty
 
     target = target_position(direction, current, entry_size)
@@ -385,6 +408,86 @@ def portfolio_max_open_positions(ctx: Context) -> RuleResult:
     return _result("portfolio.max_open_positions", count <= high, detail)
 
 
+def portfolio_correlated_exposure(ctx: Context) -> RuleResult:
+    name, s = "portfolio.correlated_exposure", ctx.settings
+    overlap = s.correlation_window // 2
+    group, total = [], ctx.position_value
+    for key, _ in ctx.book.others(ctx.key):
+        corr = ctx.market.correlation(ctx.key, key, overlap)
+        if corr is not None and corr >= s.correlation_min:
+            group.append(f"{key} {corr:.2f}")
+            total += ctx.book.value(key)
+    members = ", ".join(group) if group else "no open position correlates"
+    detail = (f"{to_str(total)} vs max {to_str(s.max_correlated_notional)} ({members} at >= "
+              f"{s.correlation_min:g})")
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, total <= s.max_correlated_notional, detail)
+
+
+def portfolio_max_drawdown(ctx: Context) -> RuleResult:
+    name, b, high = "portfolio.max_drawdown", ctx.breakers, ctx.settings.max_drawdown
+    dd = b.drawdown()
+    detail = (f"{to_str(dd.quantize(Decimal('0.0001'), context=MONEY_CONTEXT))} below peak "
+              f"equity {to_str(b.peak)} vs " + (f"max {to_str(high)}" if high < 1
+                                                 else "no limit (1 = off)"))
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, high >= 1 or dd <= high, detail)
+
+
+def system_daily_loss(ctx: Context) -> RuleResult:
+    name, b, high = "system.daily_loss", ctx.breakers, ctx.settings.daily_loss_limit
+    loss = b.day_loss()
+    detail = (f"{to_str(loss.quantize(Decimal('0.0001'), context=MONEY_CONTEXT))} below the "
+              f"day's start {to_str(b.day_start)} vs " + (f"max {to_str(high)}" if high < 1
+                                                          else "no limit (1 = off)"))
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, high >= 1 or loss <= high, detail)
+
+
+def system_stale_data(ctx: Context) -> RuleResult:
+    name, high = "system.stale_data", ctx.settings.max_data_lag_s
+    if high <= 0:
+        return _result(name, True, "off (max_data_lag_s 0)")
+    detail = f"signal is {ctx.lag_s:.1f} s old vs max {high:g} s"
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, ctx.lag_s <= high, detail)
+
+
+def system_price_spike(ctx: Context) -> RuleResult:
+    name, spike = "system.price_spike", ctx.breakers.spike
+    if spike is None:
+        return _result(name, True, "no spike at this candle")
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, spike.detail)
+    return _result(name, False, spike.detail)
+
+
+def system_error_rate(ctx: Context) -> RuleResult:
+    name, b, s = "system.error_rate", ctx.breakers, ctx.settings
+    failed, n = sum(b.outcomes), len(b.outcomes)
+    tripped = s.error_rate_max < 1 and n >= s.error_rate_window and failed / n > s.error_rate_max
+    # Order events arrive on the exchange's clock, not in event time: with no failure the
+    # detail does not count them, so a paper replay (nothing rejected) reads the same each run.
+    seen = f"{failed} of the last {n} orders" if failed else "no order"
+    detail = f"{seen} rejected or unknown vs max share " + (
+        to_str(s.error_rate_max) if s.error_rate_max < 1 else "1 (off)")
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, not tripped, detail)
+
+
+def system_breaker(ctx: Context) -> RuleResult:
+    name, b = "system.breaker", ctx.breakers
+    detail = b.describe()
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, b.level in (Level.NORMAL, Level.REDUCE), detail)
+
+
 def system_kill_switch(ctx: Context) -> RuleResult:
     if not ctx.kill_switch:
         return _result("system.kill_switch", True, "clear")
@@ -408,7 +511,14 @@ RULES: tuple[Callable[[Context], RuleResult], ...] = (
     position_stop_before_liquidation,
     position_max_notional,
     portfolio_max_exposure,
+    portfolio_correlated_exposure,
     portfolio_max_open_positions,
+    portfolio_max_drawdown,
+    system_daily_loss,
+    system_stale_data,
+    system_price_spike,
+    system_error_rate,
+    system_breaker,
     system_kill_switch,
 )
 RULE_NAMES = tuple("{}.{}".format(*f.__name__.split("_", 1)) for f in RULES)

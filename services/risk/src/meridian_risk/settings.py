@@ -31,8 +31,8 @@ class RiskSettings(BaseSettings):
                                     description="Quote-currency value of one entry (fixed sizing).")
     initial_capital: Decimal = Field(
         Decimal("10000"), gt=0,
-        description="Equity the sizing methods and the margin rule work from (quote currency). "
-                    "Realized PnL is not added yet: the gate does not consume fills.")
+        description="Equity the sizing methods and the margin rule work from (quote currency); "
+                    "the breakers measure the gate's equity from it.")
     sizing_fraction: Decimal = Field(
         Decimal("0.1"), gt=0, le=1,
         description="Fraction of equity per entry (fixed_fraction; confidence_scaled base).")
@@ -85,6 +85,70 @@ class RiskSettings(BaseSettings):
         description="Largest drawdown (fraction of its peak) of a strategy's realized PnL "
                     "curve, from initial_capital, before its entries are refused (1 = off). "
                     "PnL is the gate's own estimate at reference prices, not fills.")
+
+    # ---------------------------------------------------------------- portfolio
+    max_correlated_notional: Decimal = Field(
+        Decimal("25000"), gt=0,
+        description="Largest sum of position values over symbols whose returns correlate at "
+                    "or above correlation_min with the symbol of an entry (that symbol "
+                    "included): correlated positions share one budget (exits are exempt).")
+    correlation_min: float = Field(
+        0.8, gt=-1, le=1,
+        description="Return correlation at which two symbols share the correlated budget.")
+    correlation_window: int = Field(
+        168, ge=10, le=10_000,
+        description="Candles of returns the correlations are measured over (168 = a week "
+                    "of hourly candles); fewer than half of them in common: not correlated.")
+
+    # ---------------------------------------------------------------- circuit breakers
+    max_drawdown: Decimal = Field(
+        Decimal("0.25"), gt=0, le=1,
+        description="Breaker: largest fall of the gate's equity below its peak, a fraction "
+                    "(1 = off). Equity: initial_capital + PnL of the approved trades at "
+                    "reference prices + open positions at the last close.")
+    daily_loss_limit: Decimal = Field(
+        Decimal("0.05"), gt=0, le=1,
+        description="Breaker: largest fall of equity below its value at the first candle of "
+                    "the UTC day, a fraction (1 = off).")
+    price_spike_pct_per_min: Decimal = Field(
+        Decimal("1"), ge=0,
+        description="Breaker: largest move of a close from the previous close, in percent "
+                    "per minute between them (0 = off). On hourly candles 1 %/min is a 60% "
+                    "hourly move; live on 1m candles it is a 1% minute.")
+    error_rate_max: Decimal = Field(
+        Decimal("0.5"), gt=0, le=1,
+        description="Breaker: largest share of rejected or unknown orders among the last "
+                    "error_rate_window order outcomes (order.event.v1; 1 = off).")
+    error_rate_window: int = Field(20, ge=1, le=10_000,
+                                   description="Order outcomes the error rate is measured over.")
+    pause_hours: Decimal = Field(
+        Decimal("24"), gt=0,
+        description="Event-time hours entries are paused after a breaker trips.")
+    reduce_hours: Decimal = Field(
+        Decimal("24"), gt=0,
+        description="Event-time hours of reduced sizing when a breaker is still tripped at "
+                    "the end of a pause; still tripped after it: close all and stop.")
+    reduce_factor: Decimal = Field(
+        Decimal("0.5"), gt=0, lt=1,
+        description="Factor entry sizes are multiplied by while reducing.")
+    flatten_on_kill: bool = Field(
+        False, description="When an operator engages the kill switch, also close every "
+                           "position (reduce-only orders). A breaker's close-all always does.")
+    max_data_lag_s: float = Field(
+        0.0, ge=0,
+        description="Stale data guard: refuse entries from a signal whose event time is more "
+                    "than this many wall-clock seconds old (0 = off, as in replays; set it "
+                    "live, e.g. 300 with hourly candles).")
+
+    # ---------------------------------------------------------------- event-time merge
+    merge_grace_s: float = Field(
+        0.0, ge=0,
+        description="Wall-clock seconds the gate waits for a symbol whose candles or signals "
+                    "lag before deciding without it (0 = wait: exact replays; set it live so "
+                    "one stalled symbol cannot hold every decision, exits included).")
+    hold_warning_s: float = Field(
+        60.0, gt=0,
+        description="Log the symbols the gate waits for once a signal has waited this long.")
 
     # ---------------------------------------------------------------- exchange precision
     min_order_notional: Decimal = Field(Decimal("10"), ge=0,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from meridian.v1 import common_pb2 as meridian_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19meridian/v1/control.proto\x12\x0bmeridian.v1\x1a\x18meridian/v1/common.proto\"<\n\nKillSwitch\x12\x0f\n\x07\x65ngaged\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"7\n\x04Halt\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0e\n\x06halted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\";\n\x0eModelPromotion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\">\n\x0f\x43onfigPromotion\x12\x13\n\x0b\x63onfig_name\x18\x01 \x01(\t\x12\x16\n\x0e\x63onfig_version\x18\x02 \x01(\t\"\xfa\x01\n\x07\x43ontrol\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.meridian.v1.Meta\x12.\n\x0bkill_switch\x18\x02 \x01(\x0b\x32\x17.meridian.v1.KillSwitchH\x00\x12!\n\x04halt\x18\x03 \x01(\x0b\x32\x11.meridian.v1.HaltH\x00\x12\x36\n\x0fmodel_promotion\x18\x04 \x01(\x0b\x32\x1b.meridian.v1.ModelPromotionH\x00\x12\x38\n\x10\x63onfig_promotion\x18\x05 \x01(\x0b\x32\x1c.meridian.v1.ConfigPromotionH\x00\x42\t\n\x07\x63ommandb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19meridian/v1/control.proto\x12\x0bmeridian.v1\x1a\x18meridian/v1/common.proto\"<\n\nKillSwitch\x12\x0f\n\x07\x65ngaged\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"7\n\x04Halt\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0e\n\x06halted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\";\n\x0eModelPromotion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\">\n\x0f\x43onfigPromotion\x12\x13\n\x0b\x63onfig_name\x18\x01 \x01(\t\x12\x16\n\x0e\x63onfig_version\x18\x02 \x01(\t\"?\n\x0c\x42reakerState\x12\r\n\x05level\x18\x01 \x01(\t\x12\x10\n\x08until_ms\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa8\x02\n\x07\x43ontrol\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.meridian.v1.Meta\x12.\n\x0bkill_switch\x18\x02 \x01(\x0b\x32\x17.meridian.v1.KillSwitchH\x00\x12!\n\x04halt\x18\x03 \x01(\x0b\x32\x11.meridian.v1.HaltH\x00\x12\x36\n\x0fmodel_promotion\x18\x04 \x01(\x0b\x32\x1b.meridian.v1.ModelPromotionH\x00\x12\x38\n\x10\x63onfig_promotion\x18\x05 \x01(\x0b\x32\x1c.meridian.v1.ConfigPromotionH\x00\x12,\n\x07\x62reaker\x18\x06 \x01(\x0b\x32\x19.meridian.v1.BreakerStateH\x00\x42\t\n\x07\x63ommandb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELPROMOTION']._serialized_end=246
   _globals['_CONFIGPROMOTION']._serialized_start=248
   _globals['_CONFIGPROMOTION']._serialized_end=310
-  _globals['_CONTROL']._serialized_start=313
-  _globals['_CONTROL']._serialized_end=563
+  _globals['_BREAKERSTATE']._serialized_start=312
+  _globals['_BREAKERSTATE']._serialized_end=375
+  _globals['_CONTROL']._serialized_start=378
+  _globals['_CONTROL']._serialized_end=674
 # @@protoc_insertion_point(module_scope)

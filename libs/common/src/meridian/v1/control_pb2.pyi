@@ -42,16 +42,28 @@ class ConfigPromotion(_message.Message):
     config_version: str
     def __init__(self, config_name: _Optional[str] = ..., config_version: _Optional[str] = ...) -> None: ...
 
+class BreakerState(_message.Message):
+    __slots__ = ("level", "until_ms", "reason")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    until_ms: int
+    reason: str
+    def __init__(self, level: _Optional[str] = ..., until_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class Control(_message.Message):
-    __slots__ = ("meta", "kill_switch", "halt", "model_promotion", "config_promotion")
+    __slots__ = ("meta", "kill_switch", "halt", "model_promotion", "config_promotion", "breaker")
     META_FIELD_NUMBER: _ClassVar[int]
     KILL_SWITCH_FIELD_NUMBER: _ClassVar[int]
     HALT_FIELD_NUMBER: _ClassVar[int]
     MODEL_PROMOTION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_PROMOTION_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.Meta
     kill_switch: KillSwitch
     halt: Halt
     model_promotion: ModelPromotion
     config_promotion: ConfigPromotion
-    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., kill_switch: _Optional[_Union[KillSwitch, _Mapping]] = ..., halt: _Optional[_Union[Halt, _Mapping]] = ..., model_promotion: _Optional[_Union[ModelPromotion, _Mapping]] = ..., config_promotion: _Optional[_Union[ConfigPromotion, _Mapping]] = ...) -> None: ...
+    breaker: BreakerState
+    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., kill_switch: _Optional[_Union[KillSwitch, _Mapping]] = ..., halt: _Optional[_Union[Halt, _Mapping]] = ..., model_promotion: _Optional[_Union[ModelPromotion, _Mapping]] = ..., config_promotion: _Optional[_Union[ConfigPromotion, _Mapping]] = ..., breaker: _Optional[_Union[BreakerState, _Mapping]] = ...) -> None: ...
