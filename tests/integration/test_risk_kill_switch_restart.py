@@ -34,6 +34,13 @@ def _signal(symbol: str, i: int, direction: int) -> signal_pb2.Signal:
         confidence=1.0, reference_price="100.5", reason="test")
 
 
+BTC, ETH = "binance:BTCUSDT", "binance:ETHUSDT"
+
+
+def _candles(key: str, i: int) -> common_pb2.Watermark:
+    return common_pb2.Watermark(key=key, event_time_ms=T0 + i * HOUR, producer="ingest")
+
+
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "meridian_risk"], env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -78,7 +85,10 @@ async def _scenario(bootstrap: str, prefix: str, log: Path) -> None:
     proc = _start(env, log)
     try:
         opened = _signal("ETHUSDT", 0, common_pb2.DIRECTION_LONG)
-        await publish(producer, prefix, [(topics.SIGNAL, "binance:ETHUSDT", opened)],
+        # (a candle Watermark stands for the symbol's candles: the gate decides a signal once
+        # every symbol's candles and signals have reached its time)
+        await publish(producer, prefix, [(topics.CANDLE, "binance:ETHUSDT", _candles(ETH, 0)),
+                                         (topics.SIGNAL, "binance:ETHUSDT", opened)],
                       NullSensor())
         await producer.flush()
 
@@ -103,7 +113,9 @@ async def _scenario(bootstrap: str, prefix: str, log: Path) -> None:
         await _until(restored, proc, log, "the restart")
         new_long = _signal("BTCUSDT", 2, common_pb2.DIRECTION_LONG)
         close = _signal("ETHUSDT", 2, common_pb2.DIRECTION_FLAT)
-        await publish(producer, prefix, [(topics.SIGNAL, "binance:BTCUSDT", new_long),
+        await publish(producer, prefix, [(topics.CANDLE, "binance:BTCUSDT", _candles(BTC, 2)),
+                                         (topics.CANDLE, "binance:ETHUSDT", _candles(ETH, 2)),
+                                         (topics.SIGNAL, "binance:BTCUSDT", new_long),
                                          (topics.SIGNAL, "binance:ETHUSDT", close)], NullSensor())
         await producer.flush()
         await _until(lambda: decided(close), proc, log, "the decisions after the restart")

@@ -25,7 +25,6 @@ import heapq
 import itertools
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from meridian_common.handler import Position
@@ -34,21 +33,13 @@ T = TypeVar("T")
 Stream = tuple[str, str]  # (topic, key)
 
 
-@dataclass(order=True, slots=True)
-class _Held(Generic[T]):
-    event_time_ms: int
-    rank: int
-    key: str
-    seq: int
-    item: T = field(compare=False)
-    position: Position = field(compare=False)
-
-
 class EventTimeMerge(Generic[T]):
     def __init__(self, grace_s: float = 0.0) -> None:
         self.grace_s = grace_s
         self._progress: dict[Stream, int] = {}
-        self._held: list[_Held[T]] = []
+        # (event time, rank, key, arrival seq, item, position): compared as tuples (in C), and
+        # the unique arrival seq means an item is never compared.
+        self._held: list[tuple[int, int, str, int, T, Position]] = []
         self._seq = itertools.count()
         # Event time of the last record released (-1: none yet): a record older than it can no
         # longer be put in order.
@@ -75,8 +66,8 @@ class EventTimeMerge(Generic[T]):
             return False
         if not self._held:
             self._waiting_since = time.monotonic()
-        heapq.heappush(self._held, _Held(event_time_ms, rank, stream[1], next(self._seq), item,
-                                         position))
+        heapq.heappush(self._held, (event_time_ms, rank, stream[1], next(self._seq), item,
+                                    position))
         return True
 
     # -- output ------------------------------------------------------------------------------
@@ -89,17 +80,17 @@ class EventTimeMerge(Generic[T]):
     def release(self) -> list[T]:
         """Held records every stream has caught up with, in (time, rank, key, arrival) order."""
         upto = self.frontier
-        if (self.grace_s > 0 and self._held and self._held[0].event_time_ms > upto
+        if (self.grace_s > 0 and self._held and self._held[0][0] > upto
                 and self._waiting_since is not None
                 and time.monotonic() - self._waiting_since >= self.grace_s):
-            upto = self._held[0].event_time_ms
+            upto = self._held[0][0]
             self.forced += 1
         out: list[T] = []
         last = self.released_to
-        while self._held and self._held[0].event_time_ms <= upto:
-            held = heapq.heappop(self._held)
-            out.append(held.item)
-            last = held.event_time_ms
+        held = self._held
+        while held and held[0][0] <= upto:
+            last, _, _, _, item, _ = heapq.heappop(held)
+            out.append(item)
         if out:
             # Only released records move it: streams' progress alone (e.g. one symbol's start
             # Watermark read before another symbol's older candles) makes nothing late.
@@ -111,7 +102,7 @@ class EventTimeMerge(Generic[T]):
         """Streams behind the oldest held record: what the merge is waiting for."""
         if not self._held:
             return []
-        t = self._held[0].event_time_ms
+        t = self._held[0][0]
         return sorted((s, p) for s, p in self._progress.items() if p < t)
 
     @property
@@ -128,7 +119,7 @@ class EventTimeMerge(Generic[T]):
         """Lowest offset held, per physical (topic, partition): the host commits below it."""
         low: dict[tuple[str, int], int] = {}
         for h in self._held:
-            topic, partition, offset = h.position
+            topic, partition, offset = h[5]
             tp = (topic, partition)
             if offset >= 0 and (tp not in low or offset < low[tp]):
                 low[tp] = offset

@@ -116,6 +116,21 @@ class Breakers:
         return MONEY_CONTEXT.divide(MONEY_CONTEXT.subtract(self.day_start, self.equity),
                                     self.day_start)
 
+    def tripped(self) -> bool:
+        """Whether any breaker is tripped (what every candle asks; `trips` says why)."""
+        s = self.settings
+        if self.spike is not None:
+            return True
+        if s.max_drawdown < 1 and self.peak > 0 and (
+                self.peak - self.equity > s.max_drawdown * self.peak):
+            return True
+        if s.daily_loss_limit < 1 and self.day_start > 0 and (
+                self.day_start - self.equity > s.daily_loss_limit * self.day_start):
+            return True
+        n = len(self.outcomes)
+        return (s.error_rate_max < 1 and n >= s.error_rate_window
+                and sum(self.outcomes) > s.error_rate_max * n)
+
     def trips(self) -> list[Trip]:
         s, out = self.settings, []
         dd = self.drawdown()
@@ -148,17 +163,17 @@ class Breakers:
         if day != self.day:
             self.day, self.day_start = day, equity
         self.peak = max(self.peak, equity)
-        trips = self.trips()
         s = self.settings
         if self.level == Level.CLOSE:
             return None  # stopped until an operator clears the kill switch
         if self.level == Level.NORMAL:
-            if trips:
+            if self.tripped():
                 return self._set(time_ms, Level.PAUSE, time_ms + int(s.pause_hours * HOUR_MS),
-                                 trips)
+                                 self.trips())
             return None
         if time_ms < self.until_ms:
             return None
+        trips = self.trips()
         if not trips:
             return self._set(time_ms, Level.NORMAL, 0, [])
         if self.level == Level.PAUSE:

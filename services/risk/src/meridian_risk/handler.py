@@ -105,6 +105,7 @@ class RiskHandler(Handler):
         self.decided: set[str] = set()  # signal ids
         self.forwarded: dict[str, int] = {}  # key -> last order.approved Watermark
         self.keys: set[str] = set()
+        self._key_order: tuple[str, ...] = ()
         self.approved = 0
         self.rejected = 0
         self.late = 0
@@ -194,7 +195,7 @@ class RiskHandler(Handler):
             self._dispatch(item, out)
         upto = self.merge.released_to
         if upto >= 0:
-            for key in sorted(self.keys):
+            for key in self._sorted_keys():
                 if self.forwarded.get(key, -1) < upto:
                     self.forwarded[key] = upto
                     out.watermark(topics.ORDER_APPROVED, key, upto)
@@ -206,6 +207,11 @@ class RiskHandler(Handler):
                 "lagging": [f"{t}:{k}@{p}" for (t, k), p in self.merge.lagging()]})
         elif not self.merge.held:
             self._warned = False
+
+    def _sorted_keys(self) -> tuple[str, ...]:
+        if len(self._key_order) != len(self.keys):
+            self._key_order = tuple(sorted(self.keys))
+        return self._key_order
 
     def _dispatch(self, item: _Candle | _Signal, out: Outbox) -> None:
         if isinstance(item, _Candle):

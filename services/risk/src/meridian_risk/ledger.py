@@ -51,6 +51,13 @@ class Stats:
     equity: Decimal  # initial capital + realized PnL
     peak: Decimal  # highest equity reached (initial capital included)
 
+    def then(self, time_ms: int, pnl: Decimal) -> Stats:
+        """The figures after one more closed trade (the last in event time)."""
+        equity = MONEY_CONTEXT.add(self.equity, pnl)
+        if pnl < 0:
+            return Stats(self.trades + 1, self.losses + 1, time_ms, equity, self.peak)
+        return Stats(self.trades + 1, 0, None, equity, max(self.peak, equity))
+
     @property
     def drawdown(self) -> Decimal:
         """(peak - equity) / peak, a fraction (> 1 once equity is negative)."""
@@ -68,7 +75,9 @@ class Ledger:
     closed: dict[str, list[tuple[int, str, Decimal]]] = field(default_factory=dict)
     # PnL of every reduction so far, all strategies (the realized part of the gate's equity)
     realized: Decimal = ZERO
-    _stats: dict[str, Stats] = field(default_factory=dict, compare=False, repr=False)
+    # strategy -> Stats after each closed trade (parallel to `closed`): an insertion recomputes
+    # from its position only, so the figures cost O(1) per trade in event-time order.
+    _stats: dict[str, list[Stats]] = field(default_factory=dict, compare=False, repr=False)
 
     def entries_on(self, strategy: str, time_ms: int) -> int:
         """Entries approved for `strategy` on the UTC day of `time_ms`."""
@@ -90,9 +99,7 @@ class Ledger:
             trade = self.open.pop(key, None) or OpenTrade(strategy)
             trade.realized = MONEY_CONTEXT.add(trade.realized, pnl)
             if closes:
-                bisect.insort(self.closed.setdefault(trade.strategy, []),
-                              (time_ms, order_id, trade.realized))
-                self._stats.pop(trade.strategy, None)
+                self._close(trade.strategy, (time_ms, order_id, trade.realized))
             else:
                 self.open[key] = trade
         if not reduce_only:
@@ -101,20 +108,29 @@ class Ledger:
             if key not in self.open and target != 0:
                 self.open[key] = OpenTrade(strategy)
 
+    def _close(self, strategy: str, item: tuple[int, str, Decimal]) -> None:
+        """Insert a closed trade in (time, exit order id) order, the order every figure is
+        computed in (so a restore reading keys interleaved differently agrees); the merge hands
+        them in time order, so this is an append but for closes at one time."""
+        closed = self.closed.setdefault(strategy, [])
+        prefix = self._stats.setdefault(strategy, [])
+        at = bisect.bisect(closed, item)
+        closed.insert(at, item)
+        del prefix[at:]
+        last = prefix[-1] if prefix else Stats(0, 0, None, self.initial_capital,
+                                              self.initial_capital)
+        for time_ms, _, pnl in closed[at:]:
+            last = last.then(time_ms, pnl)
+            prefix.append(last)
+
     def stats(self, strategy: str) -> Stats:
-        cached = self._stats.get(strategy)
-        if cached is not None:
-            return cached
-        equity = peak = self.initial_capital
-        losses, last_loss = 0, None
-        trades = self.closed.get(strategy, [])
-        for time_ms, _, pnl in trades:
-            equity = MONEY_CONTEXT.add(equity, pnl)
-            peak = max(peak, equity)
-            if pnl < 0:
-                losses, last_loss = losses + 1, time_ms
-            else:
-                losses, last_loss = 0, None
-        result = Stats(len(trades), losses, last_loss, equity, peak)
-        self._stats[strategy] = result
-        return result
+        closed = self.closed.get(strategy, [])
+        prefix = self._stats.get(strategy)
+        if prefix is None or len(prefix) != len(closed):  # `closed` edited from outside
+            self._stats[strategy] = prefix = []
+            for item in closed:
+                last = prefix[-1] if prefix else Stats(0, 0, None, self.initial_capital,
+                                                      self.initial_capital)
+                prefix.append(last.then(item[0], item[2]))
+        return prefix[-1] if prefix else Stats(0, 0, None, self.initial_capital,
+                                               self.initial_capital)

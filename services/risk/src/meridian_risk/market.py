@@ -12,13 +12,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import numpy as np
+
 
 @dataclass(slots=True)
 class _Symbol:
     close: Decimal
     close_time_ms: int
-    # (close time, log return) of the last `window` candles
-    returns: deque[tuple[int, float]]
+    # close times and log returns of the last `window` candles (two deques: numpy reads each
+    # in one C call)
+    times: deque[int]
+    returns: deque[float]
 
 
 @dataclass(slots=True)
@@ -46,7 +50,8 @@ class Market:
         first or for a candle not newer than the last (a correction is a new mark, no move)."""
         sym = self.symbols.get(key)
         if sym is None:
-            self.symbols[key] = _Symbol(close, close_time_ms, deque(maxlen=self.window))
+            self.symbols[key] = _Symbol(close, close_time_ms, deque(maxlen=self.window),
+                                        deque(maxlen=self.window))
             return None
         if close_time_ms <= sym.close_time_ms:
             if close_time_ms == sym.close_time_ms:
@@ -54,7 +59,8 @@ class Market:
             return None
         move = Move(key, sym.close, close, (close_time_ms - sym.close_time_ms) / 60_000)
         if sym.close > 0 and close > 0:
-            sym.returns.append((close_time_ms, math.log(float(close) / float(sym.close))))
+            sym.times.append(close_time_ms)
+            sym.returns.append(math.log(float(close) / float(sym.close)))
         sym.close, sym.close_time_ms = close, close_time_ms
         return move
 
@@ -70,16 +76,20 @@ class Market:
         sa, sb = self.symbols.get(a), self.symbols.get(b)
         if sa is None or sb is None:
             return None
-        other = dict(sb.returns)
-        pairs = [(r, other[t]) for t, r in sa.returns if t in other]
-        n = len(pairs)
-        if n < max(min_overlap, 2):
-            return None
-        mx = sum(x for x, _ in pairs) / n
-        my = sum(y for _, y in pairs) / n
-        sxy = sum((x - mx) * (y - my) for x, y in pairs)
-        sxx = sum((x - mx) ** 2 for x, _ in pairs)
-        syy = sum((y - my) ** 2 for _, y in pairs)
+        if sa.times == sb.times:  # the usual case: candles at the same close times
+            if len(sa.times) < max(min_overlap, 2):
+                return None
+            x, y = np.array(sa.returns), np.array(sb.returns)
+        else:
+            ta, tb = np.array(sa.times, dtype=np.int64), np.array(sb.times, dtype=np.int64)
+            _, ia, ib = np.intersect1d(ta, tb, assume_unique=True, return_indices=True)
+            if len(ia) < max(min_overlap, 2):
+                return None
+            x, y = np.array(sa.returns)[ia], np.array(sb.returns)[ib]
+        x = x - x.mean()
+        y = y - y.mean()
+        sxx, syy = float(x @ x), float(y @ y)
         if sxx <= 0 or syy <= 0:
             return None
-        return sxy / math.sqrt(sxx * syy)
+        return float(x @ y) / math.sqrt(sxx * syy)
+

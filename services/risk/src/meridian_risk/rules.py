@@ -410,6 +410,8 @@ def portfolio_max_open_positions(ctx: Context) -> RuleResult:
 
 def portfolio_correlated_exposure(ctx: Context) -> RuleResult:
     name, s = "portfolio.correlated_exposure", ctx.settings
+    if not ctx.proposal.is_entry:  # the correlations cost: measured for entries only
+        return _exempt(name, ctx, f"max {to_str(s.max_correlated_notional)} not measured")
     overlap = s.correlation_window // 2
     group, total = [], ctx.position_value
     for key, _ in ctx.book.others(ctx.key):
@@ -420,8 +422,6 @@ def portfolio_correlated_exposure(ctx: Context) -> RuleResult:
     members = ", ".join(group) if group else "no open position correlates"
     detail = (f"{to_str(total)} vs max {to_str(s.max_correlated_notional)} ({members} at >= "
               f"{s.correlation_min:g})")
-    if not ctx.proposal.is_entry:
-        return _exempt(name, ctx, detail)
     return _result(name, total <= s.max_correlated_notional, detail)
 
 
