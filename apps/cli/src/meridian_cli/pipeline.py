@@ -24,6 +24,7 @@ from meridian_ingest.commands import candle_stream
 from meridian_ingest.replay import replay
 from meridian_ledger.handler import LedgerHandler
 from meridian_ledger.store import SqlLedgerStore
+from meridian_risk.active import ActiveConfigStore
 from meridian_risk.handler import RiskHandler
 from meridian_signals.handler import SignalsHandler
 
@@ -43,12 +44,12 @@ class RunStats:
         return self.candles / self.seconds if self.seconds > 0 else 0.0
 
 
-def build_handlers(settings: PipelineSettings,
-                   ledger_store: SqlLedgerStore | None) -> list[Handler]:
+def build_handlers(settings: PipelineSettings, ledger_store: SqlLedgerStore | None,
+                   configs: ActiveConfigStore | None = None) -> list[Handler]:
     return [
         FeaturesHandler(settings.features),
         SignalsHandler(settings.signals),
-        RiskHandler(settings.risk),
+        RiskHandler(settings.risk, configs=configs),
         ExecutionHandler(settings.execution),
         LedgerHandler(settings.ledger, ledger_store),
     ]
@@ -62,7 +63,7 @@ async def run_inprocess(settings: PipelineSettings, database_url: str,
     engine = db.create_engine(database_url)
     bus = InProcessBus(common.partitions)
     await bus.ensure_topics(all_topic_configs(common.topic_prefix, common.partitions))
-    handlers = build_handlers(settings, SqlLedgerStore(engine))
+    handlers = build_handlers(settings, SqlLedgerStore(engine), ActiveConfigStore(engine))
     for handler in handlers:
         handler.bind_metrics(CollectorRegistry())  # one per handler: the series names repeat
     hosts = [

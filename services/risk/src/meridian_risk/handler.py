@@ -32,9 +32,11 @@ from meridian.v1 import (
     signal_pb2,
 )
 from meridian_common import ids, topics
+from meridian_common.config import ConfigError
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.merge import EventTimeMerge
 from meridian_common.money import MONEY_CONTEXT, ZERO, dec, to_str
+from meridian_risk.active import ActiveConfig, ActiveConfigStore, resolve
 from meridian_risk.book import Book
 from meridian_risk.breakers import Breakers, Change, Level
 from meridian_risk.ledger import Ledger
@@ -91,8 +93,15 @@ class RiskHandler(Handler):
     restore_from = (topics.CONTROL, topics.RISK_DECISION, topics.ORDER_APPROVED, topics.CANDLE,
                     topics.SIGNAL)
 
-    def __init__(self, settings: RiskSettings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: RiskSettings, clock: Callable[[], float] = time.time,
+                 configs: ActiveConfigStore | None = None) -> None:
         self.settings = settings
+        # Per-strategy limits from active_configs (leverage, margin mode, max position): loaded
+        # at start, re-read after a config_promotion on control.v1.
+        self.configs = configs
+        self.strategy_settings: dict[str, RiskSettings] = {}
+        self.config_versions: dict[str, str] = {}
+        self._reload_configs = False
         self.clock = clock  # wall clock, for the stale data guard only
         self.market_rules = settings.market_rules()
         self.book = Book()
@@ -116,6 +125,29 @@ class RiskHandler(Handler):
         self._restore_orders: list[_Booked] = []
         self._restore_streams: dict[tuple[str, str], int] = {}
         self._restored_breaker: control_pb2.BreakerState | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the promoted configs; a bad one stops the start-up, naming it and the field."""
+        if self.configs is not None:
+            self._use(await self.configs.promoted())
+
+    async def flush(self) -> None:
+        if not self._reload_configs or self.configs is None:
+            return
+        self._reload_configs = False
+        try:
+            self._use(await self.configs.promoted())
+        except (ConfigError, OSError, RuntimeError) as exc:
+            log.error("promoted config refused, previous limits kept: %s", exc)
+
+    def _use(self, configs: list[ActiveConfig]) -> None:
+        self.strategy_settings = resolve(self.settings, configs)
+        self.config_versions = {c.strategy: c.label for c in configs}
+        if configs:
+            log.info("active configs applied", extra={"configs": sorted(
+                self.config_versions.values())})
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -280,11 +312,13 @@ class RiskHandler(Handler):
         self.decided.add(signal.meta.id)
         t = signal.meta.event_time_ms
         stop, stop_error = parse_stop(signal)
+        settings = self.strategy_settings.get(signal.strategy, self.settings)
         proposal = propose(signal.direction, key, price, stop, signal.confidence, self.book,
-                           self.settings, self.market_rules, self.breakers.size_factor())
+                           settings, self.market_rules, self.breakers.size_factor())
         ctx = Context(key=key, direction=signal.direction, price=price, stop=stop,
                       stop_error=stop_error, confidence=signal.confidence, proposal=proposal,
-                      book=self.book, settings=self.settings, rules=self.market_rules,
+                      book=self.book, settings=settings, rules=self.market_rules,
+                      limits_from=self.config_versions.get(signal.strategy, ""),
                       kill_switch=self.kill_switch, strategy=signal.strategy,
                       event_time_ms=t, ledger=self.ledger, breakers=self.breakers,
                       market=self.market, lag_s=self.clock() - t / 1000)
@@ -338,6 +372,9 @@ class RiskHandler(Handler):
         kind = command.WhichOneof("command")
         if kind == "breaker" and out is None:  # restore: resume at the announced level
             self._restored_breaker = command.breaker
+            return
+        if kind == "config_promotion" and out is not None:
+            self._reload_configs = True  # read in flush(), after this batch
             return
         if kind != "kill_switch":
             return

@@ -77,6 +77,11 @@ class Context:
     breakers: Breakers
     market: Market
     lag_s: float  # wall-clock age of the signal at the decision (for the stale data guard)
+    limits_from: str = ""  # "<strategy>@<version>" when active_configs set this strategy's limits
+
+    def source(self, detail: str) -> str:
+        """A detail naming where the limit came from, when not from the settings."""
+        return f"{detail} (active config {self.limits_from})" if self.limits_from else detail
 
     @property
     def current(self) -> Decimal:
@@ -294,9 +299,10 @@ def order_max_notional(ctx: Context) -> RuleResult:
 def order_max_leverage(ctx: Context) -> RuleResult:
     s = ctx.settings
     used = MONEY_CONTEXT.divide(ctx.order_value, s.initial_capital)
-    detail = (f"{to_str(ctx.order_value)} / capital {to_str(s.initial_capital)} = "
-              f"{to_str(used.quantize(Decimal('0.0001'), context=MONEY_CONTEXT))}x vs max "
-              f"{to_str(s.leverage)}x")
+    detail = ctx.source(
+        f"{to_str(ctx.order_value)} / capital {to_str(s.initial_capital)} = "
+        f"{to_str(used.quantize(Decimal('0.0001'), context=MONEY_CONTEXT))}x vs max "
+        f"{to_str(s.leverage)}x")
     if not ctx.proposal.is_entry:
         return _exempt("order.max_leverage", ctx, detail)
     return _result("order.max_leverage", used <= s.leverage, detail)
@@ -375,13 +381,16 @@ def position_stop_before_liquidation(ctx: Context) -> RuleResult:
     long = p.target > 0
     ok = margin.stop_before_liquidation("long" if long else "short", ctx.stop, liq)
     relation = (">" if long else "<") if ok else ("<=" if long else ">=")
-    return _result(name, ok, f"stop {to_str(ctx.stop)} {relation} liquidation {to_str(liq)} "
-                             f"({s.margin_mode}, {to_str(s.leverage)}x)")
+    return _result(name, ok, ctx.source(f"stop {to_str(ctx.stop)} {relation} liquidation "
+                                        f"{to_str(liq)} ({s.margin_mode}, "
+                                        f"{to_str(s.leverage)}x)"))
 
 
 def position_max_notional(ctx: Context) -> RuleResult:
-    return _entry_limit("position.max_notional", ctx, ctx.position_value,
-                        ctx.settings.max_position_notional)
+    result = _entry_limit("position.max_notional", ctx, ctx.position_value,
+                          ctx.settings.max_position_notional)
+    result.detail = ctx.source(result.detail)
+    return result
 
 
 def portfolio_exposure(ctx: Context) -> Decimal:

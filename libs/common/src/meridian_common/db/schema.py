@@ -161,5 +161,25 @@ models = Table(
           postgresql_where=text("promoted_at is not null")),
 )
 
-__all__ = ["HYPERTABLES", "BigInteger", "candles", "equity", "fills", "funding", "metadata",
-           "models", "positions", "risk_decisions", "trades"]
+active_configs = Table(
+    "active_configs", metadata,
+    # A strategy's optimized configuration (research writes it, `meridian promote`; the risk
+    # gate applies its limits per strategy). At most one promoted version per strategy.
+    Column("strategy", String(64), primary_key=True),
+    Column("version", String(128), primary_key=True),
+    Column("parameters", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("leverage", Numeric, nullable=False),
+    Column("margin_mode", String(16), nullable=False),
+    Column("max_position_notional", Numeric, nullable=False),
+    Column("study", String(128), nullable=False, server_default=""),
+    Column("trial", Integer, nullable=True),
+    Column("data_start", DateTime(timezone=True), nullable=True),
+    Column("data_end", DateTime(timezone=True), nullable=True),
+    _ts("created_at"),
+    Column("promoted_at", DateTime(timezone=True), nullable=True),
+    Index("active_configs_one_promoted", "strategy", unique=True,
+          postgresql_where=text("promoted_at is not null")),
+)
+
+__all__ = ["HYPERTABLES", "BigInteger", "active_configs", "candles", "equity", "fills",
+           "funding", "metadata", "models", "positions", "risk_decisions", "trades"]
