@@ -20,6 +20,7 @@ from meridian.v1 import (
 from meridian_common import config, topics
 from meridian_common.handler import Inbound, Outbox
 from meridian_risk.handler import RiskHandler
+from meridian_risk.rules import base_asset
 from meridian_risk.settings import RiskSettings
 
 HOUR = 3_600_000
@@ -308,3 +309,21 @@ def test_a_partly_filled_cancel_keeps_the_filled_part() -> None:
 def test_breaker_settings_errors_name_the_field(env: dict[str, str], name: str) -> None:
     with pytest.raises(config.ConfigError, match=name):
         config.load(RiskSettings, environ=env)
+
+
+def test_one_asset_on_two_venues_shares_its_exposure_limit() -> None:
+    btc_bybit, btc_binance = "bybit:BTCUSDT", "binance:BTCUSDC"
+    gate = Gate(keys=(btc_bybit, btc_binance), order_notional=Decimal(1000),
+                max_asset_notional=Decimal(1500), correlation_min=1.0)
+    closes = {btc_bybit: "100", btc_binance: "100"}
+    assert decisions(gate.hour(1, closes, {btc_bybit: (LONG, "100")}))[0].approved
+    d = decisions(gate.hour(2, closes, {btc_binance: (LONG, "100")}))[0]
+    assert not d.approved
+    assert rule(d, "portfolio.asset_exposure") == (False, "BTC: 2000 vs max 1500")
+
+
+@pytest.mark.parametrize(("key", "asset"), [
+    ("bybit:BTCUSDT", "BTC"), ("binance:ETHUSDC", "ETH"), ("binance:BTC/USDT:USDT", "BTC"),
+    ("kraken:XBTEUR", "XBT"), ("bybit:USDT", "USDT")])
+def test_base_asset_of_a_market_key(key: str, asset: str) -> None:
+    assert base_asset(key) == asset

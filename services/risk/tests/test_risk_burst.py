@@ -17,7 +17,8 @@ from meridian_common.testing import caught_up
 from meridian_risk.handler import RiskHandler
 from meridian_risk.settings import RiskSettings
 
-KEYS = [f"bybit:S{i}USDT" for i in range(5)]
+# five markets, two of them the same asset on another venue (per-asset exposure)
+KEYS = [f"bybit:S{i}USDT" for i in range(4)] + ["binance:S0USDT"]
 DIRECTIONS = [common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT, common_pb2.DIRECTION_FLAT]
 T0 = 1_700_000_000_000
 
@@ -51,6 +52,7 @@ def test_no_burst_ever_exceeds_a_limit(signals: list[tuple[str, int, Decimal]],
                      max_position_notional=Decimal(position_cap),
                      max_portfolio_notional=Decimal(position_cap + extra_portfolio),
                      max_open_positions=max_open, initial_capital=Decimal(capital),
+                     max_asset_notional=Decimal(position_cap + extra_portfolio // 2),
                      leverage=leverage, min_order_notional=Decimal(1),
                      quantity_step=Decimal("0.001"))
     handler = RiskHandler(s)
@@ -95,6 +97,9 @@ def test_no_burst_ever_exceeds_a_limit(signals: list[tuple[str, int, Decimal]],
             assert exposure <= before
             continue
         assert abs(new) * price <= s.max_position_notional
+        symbol = key.split(":")[1]  # one asset, whichever venue
+        assert sum((abs(q) * mark[k] for k, q in qty.items() if k.split(":")[1] == symbol),
+                   ZERO) <= s.max_asset_notional
         assert exposure <= s.max_portfolio_notional, (exposure, s.max_portfolio_notional)
         assert len(qty) <= s.max_open_positions
         assert margin <= s.initial_capital

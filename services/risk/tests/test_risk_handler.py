@@ -33,7 +33,8 @@ RULES = ["strategy.direction", "strategy.max_trades_per_day", "strategy.cooldown
          "strategy.max_drawdown", "order.nonzero", "order.min_notional", "order.precision",
          "order.max_notional", "order.max_leverage", "order.margin",
          "position.stop_loss_required", "position.stop_before_liquidation",
-         "position.max_notional", "portfolio.max_exposure", "portfolio.correlated_exposure",
+         "position.max_notional", "portfolio.max_exposure", "portfolio.asset_exposure",
+         "portfolio.correlated_exposure",
          "portfolio.max_open_positions", "portfolio.max_drawdown", "system.daily_loss",
          "system.stale_data", "system.price_spike", "system.error_rate", "system.breaker",
          "system.kill_switch"]

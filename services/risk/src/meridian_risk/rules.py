@@ -4,10 +4,10 @@ Layers: strategy (is the signal tradable; is its strategy within its daily trade
 cooldown and drawdown, judged from its trades as the gate approved them: see ledger.py), order
 (the order itself: size, leverage, margin, exchange precision), position (the symbol's position
 after the order: stop loss, liquidation, size), portfolio (every symbol together: exposure,
-correlated exposure, open positions, drawdown from peak equity), system (daily loss, stale data,
-price spike, order error rate, the breakers' escalation, kill switch; see breakers.py). Each
-rule is a small function of a `Context` returning a RuleResult whose detail states the numbers
-it compared.
+per-asset exposure, correlated exposure, open positions, drawdown from peak equity), system
+(daily loss, stale data, price spike, order error rate, the breakers' escalation, kill switch;
+see breakers.py). Each rule is a small function of a `Context` returning a RuleResult whose
+detail states the numbers it compared.
 
 Positions are the gate's own book of what it approved (see book.py), valued at the last close
 or signal price seen per symbol. Exits (reduce-only orders) are never blocked by a limit on
@@ -417,6 +417,32 @@ def portfolio_max_open_positions(ctx: Context) -> RuleResult:
     return _result("portfolio.max_open_positions", count <= high, detail)
 
 
+QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "USD", "EUR")
+
+
+def base_asset(key: str) -> str:
+    """The asset a market key trades ("bybit:BTCUSDT" -> "BTC"; "binance:BTC/USDT:USDT" ->
+    "BTC"): one asset's positions on several venues or contracts share its exposure limit."""
+    symbol = key.rpartition(":")[2] if key.count(":") == 1 else key.split(":", 1)[1]
+    if "/" in symbol:
+        return symbol.split("/", 1)[0]
+    for quote in QUOTES:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[: -len(quote)]
+    return symbol
+
+
+def portfolio_asset_exposure(ctx: Context) -> RuleResult:
+    name, high = "portfolio.asset_exposure", ctx.settings.max_asset_notional
+    asset = base_asset(ctx.key)
+    total = ctx.position_value + sum((ctx.book.value(k) for k, _ in ctx.book.others(ctx.key)
+                                      if base_asset(k) == asset), ZERO)
+    detail = f"{asset}: {to_str(total)} vs max {to_str(high)}"
+    if not ctx.proposal.is_entry:
+        return _exempt(name, ctx, detail)
+    return _result(name, total <= high, detail)
+
+
 def portfolio_correlated_exposure(ctx: Context) -> RuleResult:
     name, s = "portfolio.correlated_exposure", ctx.settings
     if not ctx.proposal.is_entry:  # the correlations cost: measured for entries only
@@ -520,6 +546,7 @@ RULES: tuple[Callable[[Context], RuleResult], ...] = (
     position_stop_before_liquidation,
     position_max_notional,
     portfolio_max_exposure,
+    portfolio_asset_exposure,
     portfolio_correlated_exposure,
     portfolio_max_open_positions,
     portfolio_max_drawdown,

@@ -87,6 +87,10 @@ class RiskSettings(BaseSettings):
                     "PnL is the gate's own estimate at reference prices, not fills.")
 
     # ---------------------------------------------------------------- portfolio
+    max_asset_notional: Decimal = Field(
+        Decimal("10000"), gt=0,
+        description="Largest sum of position values in one base asset over every venue and "
+                    "contract (BTC on binance and bybit together; exits are exempt).")
     max_correlated_notional: Decimal = Field(
         Decimal("25000"), gt=0,
         description="Largest sum of position values over symbols whose returns correlate at "
