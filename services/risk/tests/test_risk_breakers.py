@@ -327,3 +327,21 @@ def test_one_asset_on_two_venues_shares_its_exposure_limit() -> None:
     ("kraken:XBTEUR", "XBT"), ("bybit:USDT", "USDT")])
 def test_base_asset_of_a_market_key(key: str, asset: str) -> None:
     assert base_asset(key) == asset
+
+
+def test_fractional_kelly_sizes_from_the_strategy_record_after_warm_up() -> None:
+    gate = Gate(sizing="fractional_kelly", sizing_fraction=Decimal("0.1"),
+                sizing_max_fraction=Decimal("0.25"), kelly_min_trades=4, kelly_window=4,
+                correlation_min=1.0)
+    hour = 0
+    sizes = []
+    for exit_price in ("110", "90", "110", "110"):  # +100, -100, +100, +100 on 10 units
+        hour += 1
+        [o] = orders(gate.hour(hour, {A: "100", B: "10"}, {A: (LONG, "100")}))
+        sizes.append(Decimal(o.quantity))
+        hour += 1
+        gate.hour(hour, {A: exit_price, B: "10"}, {A: (FLAT, exit_price)})
+    assert sizes == [10] * 4  # warming up: sizing_fraction of 10,000 at 100
+    # p = 3/4, win/loss = 1: full Kelly 0.5, half Kelly 0.25 (the cap): 2,500 at 100
+    [o] = orders(gate.hour(hour + 1, {A: "100", B: "10"}, {A: (LONG, "100")}))
+    assert Decimal(o.quantity) == 25

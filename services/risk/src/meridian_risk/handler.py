@@ -313,8 +313,10 @@ class RiskHandler(Handler):
         t = signal.meta.event_time_ms
         stop, stop_error = parse_stop(signal)
         settings = self.strategy_settings.get(signal.strategy, self.settings)
+        record = (self.ledger.record_of(signal.strategy, settings.kelly_window)
+                  if settings.sizing == "fractional_kelly" else None)
         proposal = propose(signal.direction, key, price, stop, signal.confidence, self.book,
-                           settings, self.market_rules, self.breakers.size_factor())
+                           settings, self.market_rules, self.breakers.size_factor(), record)
         ctx = Context(key=key, direction=signal.direction, price=price, stop=stop,
                       stop_error=stop_error, confidence=signal.confidence, proposal=proposal,
                       book=self.book, settings=settings, rules=self.market_rules,

@@ -64,6 +64,16 @@ class Stats:
         return MONEY_CONTEXT.divide(MONEY_CONTEXT.subtract(self.peak, self.equity), self.peak)
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A strategy's recent closed trades, as fractional Kelly sizing reads them."""
+
+    wins: int
+    losses: int
+    avg_win: Decimal  # magnitudes, quote currency
+    avg_loss: Decimal
+
+
 @dataclass(slots=True)
 class Ledger:
     initial_capital: Decimal
@@ -122,6 +132,17 @@ class Ledger:
         for time_ms, _, pnl in closed[at:]:
             last = last.then(time_ms, pnl)
             prefix.append(last)
+
+    def record_of(self, strategy: str, window: int) -> Record:
+        """Wins, losses and their average sizes over the strategy's last `window` trades (a
+        trade with PnL 0 counts as neither)."""
+        pnls = [pnl for _, _, pnl in self.closed.get(strategy, [])[-window:]]
+        wins = [p for p in pnls if p > 0]
+        losses = [-p for p in pnls if p < 0]
+
+        def mean(xs: list[Decimal]) -> Decimal:
+            return MONEY_CONTEXT.divide(sum(xs, ZERO), Decimal(len(xs))) if xs else ZERO
+        return Record(len(wins), len(losses), mean(wins), mean(losses))
 
     def stats(self, strategy: str) -> Stats:
         closed = self.closed.get(strategy, [])

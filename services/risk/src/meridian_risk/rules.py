@@ -30,12 +30,13 @@ from meridian_common.sizing import (
     Sizing,
     confidence_scaled,
     fixed_fraction,
+    fractional_kelly,
     quantity_for_notional,
     volatility_adjusted,
 )
 from meridian_risk.book import Book
 from meridian_risk.breakers import Breakers, Level
-from meridian_risk.ledger import HOUR_MS, Ledger, utc, utc_day
+from meridian_risk.ledger import HOUR_MS, Ledger, Record, utc, utc_day
 from meridian_risk.market import Market
 from meridian_risk.settings import RiskSettings
 
@@ -101,14 +102,15 @@ class Context:
 
 def size_entry(direction: int, price: Decimal, stop: Decimal | None, confidence: float,
                settings: RiskSettings, rules: MarketRules,
-               factor: Decimal = Decimal(1)) -> tuple[Decimal, str]:
+               factor: Decimal = Decimal(1), record: Record | None = None
+               ) -> tuple[Decimal, str]:
     """Quantity of a new entry (> 0) or 0 with the reason, by the configured method, times
     `factor` (the breakers' reduce stage), rounded down to the lot.
 
     Equity is settings.initial_capital: sizing neither compounds gains nor shrinks after
     losses (the breakers and the strategy drawdown rule answer losses).
     """
-    qty, note = _size_entry(direction, price, stop, confidence, settings, rules)
+    qty, note = _size_entry(direction, price, stop, confidence, settings, rules, record)
     if factor == 1 or qty <= 0:
         return qty, note
     reduced = quantity_for_notional(MONEY_CONTEXT.multiply(MONEY_CONTEXT.multiply(qty, price),
@@ -120,7 +122,8 @@ def size_entry(direction: int, price: Decimal, stop: Decimal | None, confidence:
 
 
 def _size_entry(direction: int, price: Decimal, stop: Decimal | None, confidence: float,
-                settings: RiskSettings, rules: MarketRules) -> tuple[Decimal, str]:
+                settings: RiskSettings, rules: MarketRules,
+                record: Record | None) -> tuple[Decimal, str]:
     s = settings
     if s.sizing == "fixed_notional":
         qty = quantity_for_notional(s.order_notional, price, s.quantity_step)
@@ -131,6 +134,16 @@ def _size_entry(direction: int, price: Decimal, stop: Decimal | None, confidence
     try:
         if s.sizing == "fixed_fraction":
             result = fixed_fraction(s.initial_capital, s.sizing_fraction, price, rules, s.leverage)
+        elif s.sizing == "fractional_kelly":
+            r = record or Record(0, 0, ZERO, ZERO)
+            if r.wins + r.losses < s.kelly_min_trades:  # too few trades to estimate: warm up
+                result = fixed_fraction(s.initial_capital, s.sizing_fraction, price, rules,
+                                        s.leverage)
+            else:
+                result = fractional_kelly(s.initial_capital, r.wins, r.losses, r.avg_win,
+                                          r.avg_loss, price, rules, s.leverage,
+                                          s.kelly_multiplier, s.sizing_max_fraction,
+                                          s.kelly_min_trades)
         elif s.sizing == "confidence_scaled":
             conf = Decimal(repr(confidence))
             result = confidence_scaled(s.initial_capital, s.sizing_fraction, conf,
@@ -162,13 +175,14 @@ def target_position(direction: int, current: Decimal, entry_size: Callable[[], D
 
 def propose(direction: int, key: str, price: Decimal, stop: Decimal | None, confidence: float,
             book: Book, settings: RiskSettings, rules: MarketRules,
-            factor: Decimal = Decimal(1)) -> Proposal:
+            factor: Decimal = Decimal(1), record: Record | None = None) -> Proposal:
     current = book.quantity(key)
     note = ""
 
     def entry_size() -> Decimal:
         nonlocal note
-        qty, note = size_entry(direction, price, stop, confidence, settings, rules, factor)
+        qty, note = size_entry(direction, price, stop, confidence, settings, rules, factor,
+                               record)
         return qty
 
     target = target_position(direction, current, entry_size)

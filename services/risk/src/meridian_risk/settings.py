@@ -12,7 +12,7 @@ from meridian_common.margin import MAX_LEVERAGE
 from meridian_common.sizing import MarketRules
 
 SizingMethod = Literal["fixed_notional", "fixed_fraction", "confidence_scaled",
-                       "volatility_adjusted"]
+                       "volatility_adjusted", "fractional_kelly"]
 MarginMode = Literal["isolated", "cross"]
 
 
@@ -25,8 +25,10 @@ class RiskSettings(BaseSettings):
         description="How entries are sized: fixed_notional (order_notional per entry), "
                     "fixed_fraction (sizing_fraction of initial_capital x leverage), "
                     "confidence_scaled (sizing_fraction x signal confidence, capped at "
-                    "sizing_max_fraction) or volatility_adjusted (lose risk_per_trade of "
-                    "initial_capital at the signal's stop_loss).")
+                    "sizing_max_fraction), volatility_adjusted (lose risk_per_trade of "
+                    "initial_capital at the signal's stop_loss) or fractional_kelly (Kelly "
+                    "fraction of the strategy's last kelly_window trades x kelly_multiplier, "
+                    "capped at sizing_max_fraction; sizing_fraction until kelly_min_trades).")
     order_notional: Decimal = Field(Decimal("1000"), gt=0,
                                     description="Quote-currency value of one entry (fixed sizing).")
     initial_capital: Decimal = Field(
@@ -39,6 +41,13 @@ class RiskSettings(BaseSettings):
     sizing_max_fraction: Decimal = Field(
         Decimal("0.25"), gt=0, le=1,
         description="Cap on the confidence-scaled fraction of equity per entry.")
+    kelly_window: int = Field(50, ge=1, le=10_000,
+                              description="Closed trades of a strategy fractional Kelly reads.")
+    kelly_min_trades: int = Field(
+        20, ge=1, description="Trades before fractional Kelly sizes (sizing_fraction until).")
+    kelly_multiplier: Decimal = Field(
+        Decimal("0.5"), gt=0, le=1,
+        description="Fraction of full Kelly bet (0.5 = half Kelly: the estimate is noisy).")
     risk_per_trade: Decimal = Field(
         Decimal("0.01"), gt=0, le=1,
         description="Fraction of equity lost if the stop is hit (volatility_adjusted).")
@@ -168,6 +177,9 @@ class RiskSettings(BaseSettings):
         if self.sizing == "fixed_notional" and self.min_order_notional > self.order_notional:
             raise ValueError(f"min_order_notional ({self.min_order_notional}) exceeds "
                              f"order_notional ({self.order_notional})")
+        if self.kelly_min_trades > self.kelly_window:
+            raise ValueError(f"kelly_min_trades ({self.kelly_min_trades}) exceeds kelly_window "
+                             f"({self.kelly_window}): Kelly sizing would never start")
         if self.maintenance_margin_rate * self.leverage >= 1:
             raise ValueError(f"maintenance_margin_rate ({self.maintenance_margin_rate}) x "
                              f"leverage ({self.leverage}) must be below 1: positions would be "
