@@ -345,3 +345,24 @@ def test_fractional_kelly_sizes_from_the_strategy_record_after_warm_up() -> None
     # p = 3/4, win/loss = 1: full Kelly 0.5, half Kelly 0.25 (the cap): 2,500 at 100
     [o] = orders(gate.hour(hour + 1, {A: "100", B: "10"}, {A: (LONG, "100")}))
     assert Decimal(o.quantity) == 25
+
+
+def test_trailing_stop_closes_once_the_close_gives_back_the_fraction() -> None:
+    gate = Gate(trailing_stop=Decimal("0.05"), correlation_min=1.0)
+    gate.hour(1, {A: "100", B: "10"}, {A: (LONG, "100")})
+    assert orders(gate.hour(2, {A: "110", B: "10"})) == []
+    assert orders(gate.hour(3, {A: "104.6", B: "10"})) == []  # 4.9% below 110
+    out = gate.hour(4, {A: "104.5", B: "10"})  # 5% below 110
+    [o] = orders(out)
+    assert o.reduce_only
+    assert o.signal_id == f"trailing-stop:{T0 + 4 * HOUR}:{A}"
+    assert gate.handler.positions == {}
+    [d] = decisions(out)
+    assert d.approved
+    assert d.reference_price == "104.5"
+    # a short trails from its lowest close
+    gate.hour(5, {A: "100", B: "10"}, {B: (common_pb2.DIRECTION_SHORT, "10")})
+    assert orders(gate.hour(6, {A: "100", B: "9"})) == []
+    [o] = orders(gate.hour(7, {A: "100", B: "9.45"}))
+    assert o.side == common_pb2.SIDE_BUY
+    assert o.reduce_only

@@ -108,6 +108,8 @@ class RiskHandler(Handler):
         # Each strategy's trades (entries, closes, realized PnL) for the strategy-layer rules.
         self.ledger = Ledger(settings.initial_capital)
         self.market = Market(settings.correlation_window)
+        # best close since entry per open position (highest long, lowest short): trailing stop
+        self.extremes: dict[str, Decimal] = {}
         self.breakers = Breakers(settings)
         self.merge: EventTimeMerge[_Candle | _Signal] = EventTimeMerge(settings.merge_grace_s)
         self.kill_switch = False
@@ -263,8 +265,13 @@ class RiskHandler(Handler):
         return total
 
     def _mark(self, candle: _Candle) -> Change | None:
-        move = self.market.candle(candle.key, candle.time_ms, candle.close)
-        self.book.marks[candle.key] = candle.close
+        key, close = candle.key, candle.close
+        move = self.market.candle(key, candle.time_ms, close)
+        self.book.marks[key] = close
+        extreme = self.extremes.get(key)
+        if extreme is not None:
+            long = self.book.quantity(key) > 0
+            self.extremes[key] = max(extreme, close) if long else min(extreme, close)
         self.breakers.move(candle.time_ms, move)
         return self.breakers.check(candle.time_ms, self.equity())
 
@@ -272,6 +279,22 @@ class RiskHandler(Handler):
         change = self._mark(candle)
         if change is not None:
             self._announce(change, out)
+        if self.settings.trailing_stop > 0 and candle.key in self.book.positions:
+            self._trail(candle, out)
+
+    def _trail(self, candle: _Candle, out: Outbox) -> None:
+        """Close the position once the close has come back `trailing_stop` from its best close
+        since entry: a FLAT signal of the gate's own, decided like any other."""
+        key, close, f = candle.key, candle.close, self.settings.trailing_stop
+        best = self.extremes[key]
+        long = self.book.quantity(key) > 0
+        limit = MONEY_CONTEXT.multiply(best, (1 - f) if long else (1 + f))
+        if (close > limit) if long else (close < limit):
+            return
+        word = "below the highest" if long else "above the lowest"
+        self._exit(key, candle.time_ms, f"trailing-stop:{candle.time_ms}:{key}", "",
+                   f"trailing stop: close {to_str(close)} is {to_str(f)} or more {word} close "
+                   f"{to_str(best)} since entry", out)
 
     def _announce(self, change: Change, out: Outbox) -> None:
         t = change.time_ms
@@ -292,19 +315,24 @@ class RiskHandler(Handler):
             self._close_all(t, f"breaker:{t}:{level}", change.reason, out)
 
     def _close_all(self, t: int, cause: str, reason: str, out: Outbox) -> None:
-        """A FLAT signal of the gate's own for every open position, decided like any other (so
-        the decision reports every rule; reduce-only exits pass the kill switch)."""
+        """Every open position closed, each by `_exit`."""
         for key in sorted(self.book.positions):
-            exchange, _, symbol = key.rpartition(":")
-            trade = self.ledger.open.get(key)
-            price = self.book.marks.get(key, self.book.positions[key].entry)
-            signal = signal_pb2.Signal(
-                meta=common_pb2.Meta(id=f"close-all:{t}:{key}", cause_id=cause,
-                                     event_time_ms=t, producer=self.name),
-                exchange=exchange, symbol=symbol, strategy=trade.strategy if trade else "",
-                direction=common_pb2.DIRECTION_FLAT, confidence=1.0,
-                reference_price=to_str(price), reason=f"close all: {reason}")
-            self._signal(key, signal, price, out)
+            self._exit(key, t, f"close-all:{t}:{key}", cause, f"close all: {reason}", out)
+
+    def _exit(self, key: str, t: int, signal_id: str, cause: str, reason: str,
+              out: Outbox) -> None:
+        """A FLAT signal of the gate's own for one position, decided like any other (so the
+        decision reports every rule; reduce-only exits pass the kill switch and the limits)."""
+        exchange, _, symbol = key.rpartition(":")
+        trade = self.ledger.open.get(key)
+        price = self.book.marks.get(key, self.book.positions[key].entry)
+        signal = signal_pb2.Signal(
+            meta=common_pb2.Meta(id=signal_id, cause_id=cause, event_time_ms=t,
+                                 producer=self.name),
+            exchange=exchange, symbol=symbol, strategy=trade.strategy if trade else "",
+            direction=common_pb2.DIRECTION_FLAT, confidence=1.0, reference_price=to_str(price),
+            reason=reason)
+        self._signal(key, signal, price, out)
 
     # -- signals: decisions ---------------------------------------------------------------------
 
@@ -359,9 +387,14 @@ class RiskHandler(Handler):
               order_id: str, reduce_only: bool) -> None:
         """Book an approved order: in the strategy ledger (from the position before it), then
         in the book. Live approvals and the restore go through here alike."""
-        self.ledger.record(key, strategy, self.book.positions.get(key), delta, price, time_ms,
-                           order_id, reduce_only)
+        before = self.book.positions.get(key)
+        self.ledger.record(key, strategy, before, delta, price, time_ms, order_id, reduce_only)
         self.book.apply(key, delta, price)
+        after = self.book.positions.get(key)
+        if after is None:
+            self.extremes.pop(key, None)
+        elif before is None or (before.quantity > 0) != (after.quantity > 0):
+            self.extremes[key] = price  # a new position: trail from its entry
 
     @property
     def positions(self) -> dict[str, Decimal]:

@@ -73,6 +73,11 @@ class RiskSettings(BaseSettings):
         description="Largest sum of position values over all symbols (exits are exempt).")
     max_open_positions: int = Field(
         20, ge=1, description="Most symbols with an open position at once (exits are exempt).")
+    trailing_stop: Decimal = Field(
+        Decimal("0"), ge=0, lt=1,
+        description="Close a position (reduce-only, decided like a FLAT signal) once a candle "
+                    "closes this fraction below the highest close since entry (above the "
+                    "lowest, short); 0 = off.")
     require_stop_loss: bool = Field(
         False, description="Reject entries whose signal carries no usable stop_loss.")
 
