@@ -19,6 +19,7 @@ from meridian_common import codec, topics
 from meridian_common.bus.kafka import KafkaBus
 from meridian_common.host import all_topic_configs, publish
 from meridian_common.metrics import NullSensor
+from meridian_common.testing import protective_stop
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000
@@ -31,7 +32,8 @@ def _signal(symbol: str, i: int, direction: int) -> signal_pb2.Signal:
         meta=common_pb2.Meta(id=f"sig:{symbol}:{t}", cause_id=f"feat:{symbol}:{t}",
                              event_time_ms=t, producer="signals"),
         exchange="binance", symbol=symbol, strategy="trend", direction=direction, strength=0.5,
-        confidence=1.0, reference_price="100.5", reason="test")
+        confidence=1.0, reference_price="100.5",
+        stop_loss=protective_stop(direction, "100.5"), reason="test")
 
 
 BTC, ETH = "binance:BTCUSDT", "binance:ETHUSDT"

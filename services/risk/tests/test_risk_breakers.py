@@ -19,6 +19,7 @@ from meridian.v1 import (
 )
 from meridian_common import config, topics
 from meridian_common.handler import Inbound, Outbox
+from meridian_common.testing import protective_stop
 from meridian_risk.handler import RiskHandler
 from meridian_risk.rules import base_asset
 from meridian_risk.settings import RiskSettings
@@ -45,7 +46,8 @@ def signal(key: str, hour: int, direction: int, price: str) -> signal_pb2.Signal
     return signal_pb2.Signal(
         meta=common_pb2.Meta(id=f"sig:{key}:{t}", event_time_ms=t, producer="signals"),
         exchange=exchange, symbol=symbol, strategy="trend", direction=direction,
-        confidence=1.0, reference_price=price, reason="test")
+        confidence=1.0, reference_price=price,
+        stop_loss=protective_stop(direction, price), reason="test")
 
 
 def watermark(key: str, hour: int) -> common_pb2.Watermark:

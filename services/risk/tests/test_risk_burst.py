@@ -13,7 +13,7 @@ from meridian.v1 import common_pb2, order_approved_pb2, risk_decision_pb2, signa
 from meridian_common import topics
 from meridian_common.handler import Inbound, Outbox
 from meridian_common.money import ZERO
-from meridian_common.testing import caught_up
+from meridian_common.testing import caught_up, protective_stop
 from meridian_risk.handler import RiskHandler
 from meridian_risk.settings import RiskSettings
 
@@ -28,7 +28,8 @@ def _signal(n: int, key: str, direction: int, price: Decimal) -> signal_pb2.Sign
     return signal_pb2.Signal(
         meta=common_pb2.Meta(id=f"sig:{n}:{key}", event_time_ms=T0, producer="signals"),
         exchange=exchange, symbol=symbol, strategy="s", direction=direction, confidence=1.0,
-        reference_price=str(price))
+        reference_price=str(price),
+        stop_loss=protective_stop(direction, str(price)))
 
 
 prices = st.decimals(min_value=Decimal("0.5"), max_value=Decimal("500"), places=2)

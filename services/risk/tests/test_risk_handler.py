@@ -22,7 +22,7 @@ from meridian.v1 import (
 )
 from meridian_common import codec, ids, topics
 from meridian_common.handler import Inbound, InvalidMessage, Outbox
-from meridian_common.testing import caught_up
+from meridian_common.testing import caught_up, protective_stop
 from meridian_risk.handler import RiskHandler
 from meridian_risk.settings import RiskSettings
 
@@ -49,7 +49,8 @@ def signal(i: int, direction: int, price: str = "35050.75") -> signal_pb2.Signal
                              cause_id=f"feat:binance:BTCUSDT:1h:{t - HOUR}:r0",
                              event_time_ms=t, producer="signals"),
         exchange="binance", symbol="BTCUSDT", strategy="ema_cross", direction=direction,
-        strength=0.5, confidence=1.0, reference_price=price, reason="test")
+        strength=0.5, confidence=1.0, reference_price=price,
+        stop_loss=protective_stop(direction, price), reason="test")
 
 
 def kill(engaged: bool) -> control_pb2.Control:

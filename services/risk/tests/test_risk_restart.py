@@ -12,6 +12,7 @@ from meridian_common import codec, host, topics
 from meridian_common.bus.inprocess import InProcessBus
 from meridian_common.host import ServiceHost, all_topic_configs, publish
 from meridian_common.metrics import NullSensor
+from meridian_common.testing import protective_stop
 from meridian_risk.handler import RiskHandler
 from meridian_risk.settings import RiskSettings
 
@@ -29,7 +30,8 @@ def signal(key: str, i: int, direction: int) -> signal_pb2.Signal:
         meta=common_pb2.Meta(id=f"sig:{key}:{t}", cause_id=f"feat:{key}:{t}", event_time_ms=t,
                              producer="signals"),
         exchange=exchange, symbol=symbol, strategy="trend", direction=direction, strength=0.5,
-        confidence=1.0, reference_price="2000.5", reason="test")
+        confidence=1.0, reference_price="2000.5",
+        stop_loss=protective_stop(direction, "2000.5"), reason="test")
 
 
 def watermark(key: str, i: int) -> common_pb2.Watermark:

@@ -10,7 +10,7 @@ import pytest
 from meridian.v1 import common_pb2, order_approved_pb2, risk_decision_pb2, signal_pb2
 from meridian_common import config, topics
 from meridian_common.handler import Inbound, Outbox
-from meridian_common.testing import caught_up
+from meridian_common.testing import caught_up, protective_stop
 from meridian_risk.handler import RiskHandler
 from meridian_risk.rules import RULE_NAMES
 from meridian_risk.settings import RiskSettings
@@ -22,9 +22,12 @@ LONG, SHORT, FLAT = (common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT,
 KEYS = ["bybit:AAAUSDT", "bybit:BBBUSDT", "bybit:CCCUSDT"]
 
 
-def sig(i: int, direction: int, price: str = "100", key: str = KEYS[0], stop: str = "",
+def sig(i: int, direction: int, price: str = "100", key: str = KEYS[0], stop: str | None = None,
         confidence: float = 1.0) -> signal_pb2.Signal:
+    """stop None: a protective stop 10% away (as the signals service attaches); "" for none."""
     exchange, symbol = key.split(":")
+    if stop is None:
+        stop = protective_stop(direction, price)
     t = T0 + i * HOUR
     return signal_pb2.Signal(
         meta=common_pb2.Meta(id=f"sig:{key}:{t}", cause_id="f", event_time_ms=t,
@@ -41,7 +44,8 @@ class Gate:
         self.items: list[tuple[str, str, object]] = []
         self.i = 0
 
-    def send(self, direction: int, key: str = KEYS[0], price: str = "100", stop: str = "",
+    def send(self, direction: int, key: str = KEYS[0], price: str = "100",
+             stop: str | None = None,
              confidence: float = 1.0) -> risk_decision_pb2.RiskDecision:
         self.i += 1
         out = Outbox("risk")
@@ -138,9 +142,10 @@ def test_order_precision_checks_the_stop_tick() -> None:
 
 
 def test_stop_loss_required() -> None:
-    gate = Gate(require_stop_loss=True)
-    d = gate.send(LONG, KEYS[0])
+    gate = Gate()  # required by default
+    d = gate.send(LONG, KEYS[0], stop="")
     assert failed(d) == ["position.stop_loss_required"]
+    assert detail(d, "position.stop_loss_required") == "entry without stop_loss"
     d = gate.send(LONG, KEYS[0], stop="101")
     assert failed(d) == ["position.stop_loss_required"]
     assert detail(d, "position.stop_loss_required") == "stop 101 not below entry 100"
@@ -151,11 +156,11 @@ def test_stop_loss_required() -> None:
 
 
 def test_unparseable_stop_is_rejected_even_when_not_required() -> None:
-    gate = Gate()
+    gate = Gate(require_stop_loss=False)
     d = gate.send(LONG, stop="ninety")
     assert failed(d) == ["position.stop_loss_required"]
     assert "Signal.stop_loss" in detail(d, "position.stop_loss_required")
-    assert gate.send(LONG).approved  # no stop at all: fine when not required
+    assert gate.send(LONG, stop="").approved  # no stop at all: fine when not required
 
 
 def test_stop_before_liquidation_isolated() -> None:

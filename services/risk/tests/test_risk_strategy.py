@@ -13,7 +13,7 @@ import pytest
 from meridian.v1 import common_pb2, risk_decision_pb2, signal_pb2
 from meridian_common import config, topics
 from meridian_common.handler import Inbound, Outbox
-from meridian_common.testing import caught_up
+from meridian_common.testing import caught_up, protective_stop
 from meridian_risk.handler import RiskHandler
 from meridian_risk.ledger import DAY_MS, HOUR_MS
 from meridian_risk.settings import RiskSettings
@@ -31,7 +31,8 @@ def sig(hour: float, direction: int, price: str, key: str, strategy: str) -> sig
         meta=common_pb2.Meta(id=f"sig:{strategy}:{key}:{t}", cause_id="f", event_time_ms=t,
                              producer="signals"),
         exchange=exchange, symbol=symbol, strategy=strategy, direction=direction, strength=0.5,
-        confidence=1.0, reference_price=price, reason="test")
+        confidence=1.0, reference_price=price, stop_loss=protective_stop(direction, price),
+        reason="test")
 
 
 def feed(handler: RiskHandler, signal: signal_pb2.Signal, key: str

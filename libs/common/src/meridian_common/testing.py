@@ -112,3 +112,17 @@ def caught_up(handler: Handler, progress: dict[tuple[str, str], int],
         if (topic, key) != stream and reached < t:
             handler.handle(Inbound(topic, key, common_pb2.Watermark(
                 key=key, event_time_ms=t, producer="test")), out)
+
+
+def protective_stop(direction: int, price: str, distance: str = "0.1") -> str:
+    """A stop on the protective side of `price` (below for a long, above for a short; none for
+    flat), as the signals service attaches to every entry: test signals that are not about
+    stops still pass a gate that requires one."""
+    from decimal import Decimal
+
+    d = Decimal(distance)
+    if direction == common_pb2.DIRECTION_LONG:
+        return str(Decimal(price) * (1 - d))
+    if direction == common_pb2.DIRECTION_SHORT:
+        return str(Decimal(price) * (1 + d))
+    return ""

@@ -79,7 +79,8 @@ class RiskSettings(BaseSettings):
                     "closes this fraction below the highest close since entry (above the "
                     "lowest, short); 0 = off.")
     require_stop_loss: bool = Field(
-        False, description="Reject entries whose signal carries no usable stop_loss.")
+        True, description="Reject entries whose signal carries no usable stop_loss (the "
+                          "signals service attaches one to every entry).")
 
     # ---------------------------------------------------------------- strategy
     max_trades_per_day: int = Field(
