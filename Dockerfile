@@ -37,6 +37,7 @@ COPY services/signals/pyproject.toml services/signals/pyproject.toml
 COPY services/risk/pyproject.toml services/risk/pyproject.toml
 COPY services/execution/pyproject.toml services/execution/pyproject.toml
 COPY services/ledger/pyproject.toml services/ledger/pyproject.toml
+COPY services/control/pyproject.toml services/control/pyproject.toml
 COPY apps/cli/pyproject.toml apps/cli/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace

@@ -7,14 +7,17 @@ MERIDIAN_TEST_KAFKA_BOOTSTRAP / MERIDIAN_TEST_PG_PORT to reuse servers you start
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import psycopg
 import pytest
 
 from meridian_cli.scripts import load_script
+from meridian_common.bus.base import Bus
+from meridian_common.host import ServiceHost
 
 localinfra = load_script("localinfra")
 
@@ -67,3 +70,24 @@ def new_database(pg_port: int) -> Iterator[Callable[[str], str]]:
 @pytest.fixture
 def topic_prefix() -> str:
     return f"it{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def restored_kill_switch() -> Callable[[Bus, str], Awaitable[bool]]:
+    """restored_kill_switch(bus, prefix) -> the kill switch of a risk gate started on these
+    topics: the host restores control.v1 (and the gate's own outputs) whole, then (stop already
+    set) handles nothing live. The gate's topics must exist."""
+    from meridian_risk.handler import RiskHandler
+    from meridian_risk.settings import RiskSettings
+
+    async def restored(bus: Bus, prefix: str) -> bool:
+        handler = RiskHandler(RiskSettings())
+        stop = asyncio.Event()
+        stop.set()
+        host = ServiceHost(handler, bus, prefix=prefix)
+        await host.run(stop)
+        assert host.ready.is_set()
+        assert host.handled == 0
+        return handler.kill_switch
+
+    return restored

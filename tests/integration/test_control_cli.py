@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,11 +18,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from meridian.v1 import common_pb2, control_pb2
 from meridian_common import topics
+from meridian_common.bus.base import Bus
 from meridian_common.bus.kafka import KafkaBus
-from meridian_common.host import ServiceHost, all_topic_configs, publish
+from meridian_common.host import all_topic_configs, publish
 from meridian_common.metrics import NullSensor
-from meridian_risk.handler import RiskHandler
-from meridian_risk.settings import RiskSettings
 
 pytestmark = pytest.mark.integration
 
@@ -35,19 +35,6 @@ def _status(env: dict[str, str]) -> dict[str, Any]:
     proc = _meridian(env, "status", "--json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
-
-
-async def _restored_kill_switch(bus: KafkaBus, prefix: str) -> bool:
-    """The kill switch of a risk gate started on these topics: the host restores control.v1
-    (and the gate's own outputs) whole, then (stop already set) handles nothing live."""
-    handler = RiskHandler(RiskSettings())
-    stop = asyncio.Event()
-    stop.set()
-    host = ServiceHost(handler, bus, prefix=prefix)
-    await host.run(stop)
-    assert host.ready.is_set()
-    assert host.handled == 0
-    return handler.kill_switch
 
 
 async def _cleanup_policy(bootstrap: str, topic: str) -> str:
@@ -74,7 +61,9 @@ async def _publish_halt(bus: KafkaBus, prefix: str) -> None:
         await producer.stop()
 
 
-def test_engage_status_restore_clear(kafka_bootstrap: str, topic_prefix: str) -> None:
+def test_engage_status_restore_clear(
+        kafka_bootstrap: str, topic_prefix: str,
+        restored_kill_switch: Callable[[Bus, str], Awaitable[bool]]) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")},
            "MERIDIAN_BUS": "kafka", "MERIDIAN_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "MERIDIAN_TOPIC_PREFIX": topic_prefix}
@@ -112,7 +101,7 @@ def test_engage_status_restore_clear(kafka_bootstrap: str, topic_prefix: str) ->
 
     # a risk gate (re)started on these topics holds the switch
     asyncio.run(bus.ensure_topics(all_topic_configs(topic_prefix, 3)))  # the gate's other topics
-    assert asyncio.run(_restored_kill_switch(bus, topic_prefix)) is True
+    assert asyncio.run(restored_kill_switch(bus, topic_prefix)) is True
 
     # clear, with the actor defaulting to the OS user name
     proc = _meridian(env, "kill-switch", "clear", "--reason", "outage over")
@@ -125,7 +114,7 @@ def test_engage_status_restore_clear(kafka_bootstrap: str, topic_prefix: str) ->
     assert switch["fields"]["reason"] == "outage over"
     assert switch["fields"]["actor"]
     assert cleared["records"] == 3
-    assert asyncio.run(_restored_kill_switch(bus, topic_prefix)) is False
+    assert asyncio.run(restored_kill_switch(bus, topic_prefix)) is False
 
     text = _meridian(env, "status")
     assert text.returncode == 0, text.stderr

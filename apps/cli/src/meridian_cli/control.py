@@ -4,6 +4,10 @@ control.v1 is compacted and has one partition: the latest command per key is the
 service reads on start (`Handler.restore_from`) and follows live. The kill switch is the key
 `kill_switch`; while it is engaged the risk gate passes only reduce-only orders.
 
+Building, publishing and reading the commands is `meridian_common.control` (shared with the
+control plane's HTTP API); this module is the command line around it: arguments, the operator's
+defaults, and the text and JSON forms of the status.
+
 The commands talk to Kafka (MERIDIAN_KAFKA_BOOTSTRAP, MERIDIAN_TOPIC_PREFIX, or --bootstrap /
 --topic-prefix); the in-process bus lives inside one process, so there is nothing to control there.
 Any failure is one line on stderr and exit code 2.
@@ -16,32 +20,35 @@ import asyncio
 import getpass
 import logging
 import sys
-import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from google.protobuf import json_format, text_format
+from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from meridian.v1 import common_pb2, control_pb2
-from meridian_common import codec, config, logs, topics
-from meridian_common.bus.base import Bus, Record
-from meridian_common.host import publish, topic_configs
-from meridian_common.metrics import NullSensor
+from meridian.v1 import control_pb2
+from meridian_common import config, control, logs, topics
+from meridian_common.bus.base import Bus
+from meridian_common.control import (
+    KILL_SWITCH_KEY,
+    ControlError,
+    Status,
+    command_fields,
+    command_kind,
+    kafka_call,
+    kill_switch_engaged,
+    publish_command,
+    read_status,
+    utc,
+)
+from meridian_common.control import Entry as Entry  # re-exported: the latest command of a key
 
-KILL_SWITCH_KEY = "kill_switch"
 PRODUCER = "cli"
 CLIENT_ID = "meridian-cli"
 DEFAULT_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
-
-
-class ControlError(Exception):
-    """A failure reported as one line (no traceback) with exit code 2."""
 
 
 # ------------------------------------------------------------------------------ commands
@@ -56,81 +63,11 @@ def os_user() -> str:
 
 def kill_switch_command(engaged: bool, reason: str, actor: str,
                         now_ms: int | None = None) -> control_pb2.Control:
-    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    return control_pb2.Control(
-        meta=common_pb2.Meta(id=f"control:{KILL_SWITCH_KEY}:{now}", event_time_ms=now,
-                             producer=PRODUCER),
-        kill_switch=control_pb2.KillSwitch(engaged=engaged, reason=reason, actor=actor))
-
-
-async def publish_command(bus: Bus, prefix: str, key: str, command: control_pb2.Control) -> None:
-    """Publish one command on control.v1 and wait for the broker's ack.
-
-    The topic is created (compacted, one partition, as the services create it) when it does not
-    exist yet, so a switch engaged before any service ever started is kept the same way.
-    """
-    await bus.ensure_topics(topic_configs([topics.CONTROL], prefix, 1))
-    producer = bus.producer(low_latency=True)
-    try:
-        await publish(producer, prefix, [(topics.CONTROL, key, command)], NullSensor())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    """The kill-switch command as this command line publishes it (producer `cli`)."""
+    return control.kill_switch_command(engaged, reason, actor, producer=PRODUCER, now_ms=now_ms)
 
 
 # ------------------------------------------------------------------------------ status
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """The latest command of one key."""
-
-    key: str
-    command: control_pb2.Control
-    partition: int
-    offset: int
-
-
-@dataclass(slots=True)
-class Status:
-    topic: str  # physical name (with the prefix)
-    exists: bool = True
-    records: int = 0  # records read (after compaction)
-    unreadable: int = 0  # records that did not decode (services skip them too)
-    latest: dict[str, Entry] = field(default_factory=dict)
-
-
-async def read_status(bus: Bus, prefix: str) -> Status:
-    """Read control.v1 from its beginning to its current end: the latest command per key.
-
-    Folded as the services fold it on restore: later records win, a tombstone deletes its key,
-    watermarks and records that do not decode are skipped.
-    """
-    status = Status(prefix + topics.CONTROL)
-    try:
-        ends = await bus.topic_ends(status.topic)
-    except KeyError:
-        status.exists = False
-        return status
-    for partition, end in enumerate(ends):
-        for record in await bus.read_partition(status.topic, partition, 0, end):
-            status.records += 1
-            _fold(status, record)
-    return status
-
-
-def _fold(status: Status, record: Record) -> None:
-    key = record.key.decode("utf-8", "replace") if record.key else ""
-    if record.value is None:
-        status.latest.pop(key, None)
-        return
-    try:
-        message = codec.decode(topics.CONTROL, record.value, record.header(codec.TYPE_HEADER))
-    except codec.MalformedMessage:
-        status.unreadable += 1
-        return
-    if isinstance(message, control_pb2.Control):
-        status.latest[key] = Entry(key, message, record.partition, record.offset)
 
 
 def _onoff(flag: bool, on: str, off: str) -> str:
@@ -150,10 +87,6 @@ _SUMMARIES: dict[str, Callable[[Any], str]] = {
 }
 
 
-def command_kind(command: control_pb2.Control) -> str | None:
-    return command.WhichOneof("command")
-
-
 def summary(command: control_pb2.Control) -> str:
     kind = command_kind(command)
     if kind is None:
@@ -166,31 +99,13 @@ def summary(command: control_pb2.Control) -> str:
     return f"{kind}: {text_format.MessageToString(body, as_one_line=True) or '(empty)'}"
 
 
-def _fields(command: control_pb2.Control) -> dict[str, Any]:
-    kind = command_kind(command)
-    if kind is None:
-        return {}
-    return json_format.MessageToDict(getattr(command, kind), preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
-
-
-def utc(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def kill_switch_engaged(status: Status) -> bool:
-    entry = status.latest.get(KILL_SWITCH_KEY)
-    return (entry is not None and command_kind(entry.command) == "kill_switch"
-            and entry.command.kill_switch.engaged)
-
-
 def status_document(status: Status, bootstrap: str) -> dict[str, Any]:
     """The `status --json` document."""
     commands: dict[str, Any] = {}
     for key, entry in sorted(status.latest.items()):
         command, meta = entry.command, entry.command.meta
         kind = command_kind(command)
-        item: dict[str, Any] = {"command": kind, "fields": _fields(command),
+        item: dict[str, Any] = {"command": kind, "fields": command_fields(command),
                                 "summary": summary(command)}
         if kind == "kill_switch":
             item["state"] = _onoff(command.kill_switch.engaged, "engaged", "cleared")
@@ -250,22 +165,9 @@ def _bus(common: config.CommonSettings) -> Bus:
 def _run(coro: Coroutine[Any, Any, T], bootstrap: str, timeout_s: float,
          on_timeout: str = "") -> T:
     """Run a Kafka conversation; connection failures and time-outs become a ControlError."""
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout_s)
-
-    try:
-        return asyncio.run(bounded())
-    except TimeoutError:
-        raise ControlError(f"no answer from Kafka at {bootstrap} within {timeout_s:g}s"
-                           + on_timeout) from None
-    except (KafkaConnectionError, OSError) as exc:
-        raise ControlError(
-            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); is it running? "
-            "Set MERIDIAN_KAFKA_BOOTSTRAP or pass --bootstrap HOST:PORT") from None
-    except KafkaError as exc:
-        raise ControlError(f"Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from None
+    return asyncio.run(kafka_call(
+        coro, bootstrap, timeout_s, on_timeout=on_timeout,
+        hint="Set MERIDIAN_KAFKA_BOOTSTRAP or pass --bootstrap HOST:PORT"))
 
 
 def _quiet(verbose: bool) -> None:
