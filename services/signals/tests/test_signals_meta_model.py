@@ -432,3 +432,10 @@ def test_refusal_is_a_clear_error(models: Models) -> None:
         strategy_of(dataclasses.replace(models.a, strategy={**STRATEGY, "primary": {"x": 1}}))
 
 
+
+
+def test_exit_prices_stay_off_the_entry_when_the_close_has_few_decimals() -> None:
+    # XRP printed as "0.4": a stop 1.5% away must not round back onto the entry
+    stop, target = exit_prices(LONG, "0.4", math.nan, Barriers(take_profit=0.03,
+                                                                stop_loss=0.015))
+    assert (stop, target) == ("0.3940", "0.4120")

@@ -128,8 +128,8 @@ def load_meta_model(registry: ModelRegistry, version: str, expected_feature_set:
 def exit_prices(direction: int, close: str, atr_pct: float,
                 barriers: Barriers) -> tuple[str, str]:
     """Suggested (stop_loss, take_profit) prices for an entry at `close`, with the close's number
-    of decimals; ("", "") for an exit, or when the distance is unknown (no ATR) or a price would
-    not be positive."""
+    of decimals (more where they would land on the entry); ("", "") for an exit, or when the
+    distance is unknown (no ATR) or a price would not be positive."""
     if direction not in (LONG, SHORT):
         return "", ""
     try:
@@ -151,7 +151,12 @@ def exit_prices(direction: int, close: str, atr_pct: float,
         stop, target = price - sl, price + tp
     else:
         stop, target = price + sl, price - tp
+    # The close's decimals; where they would round a price back onto the entry (a close
+    # printed as "0.4", a stop 1.5% away), two significant digits of the distance instead.
     quantum = Decimal(1).scaleb(exponent)
+    if price in (stop.quantize(quantum, rounding=ROUND_HALF_EVEN),
+                 target.quantize(quantum, rounding=ROUND_HALF_EVEN)):
+        quantum = min(quantum, Decimal(1).scaleb(min(sl, tp).adjusted() - 1))
     return _price(stop, quantum), _price(target, quantum)
 
 
