@@ -62,6 +62,15 @@ def _detail(d: risk_decision_pb2.RiskDecision, rule: str) -> str:
     return next(r.detail for r in d.rules if r.rule == rule)
 
 
+async def _announce(gate: RiskHandler, name: str, version: str) -> None:
+    """The promotion on control.v1, then the end of its batch (where the gate reads it)."""
+    gate.handle(Inbound(topics.CONTROL, f"config:{name}", control_pb2.Control(
+        meta=common_pb2.Meta(id=f"promote-{name}-{version}", event_time_ms=T0),
+        config_promotion=control_pb2.ConfigPromotion(config_name=name,
+                                                     config_version=version))), Outbox("risk"))
+    await gate.flush()
+
+
 async def _scenario(url: str) -> None:
     engine = db.create_engine(url)
     try:
@@ -78,21 +87,13 @@ async def _scenario(url: str) -> None:
 
         # a new promotion is read after the batch that announced it
         _promote(url, "meanrev", "v2", "2", "cross", "4000")
-        gate.handle(Inbound(topics.CONTROL, "config:meanrev", control_pb2.Control(
-            meta=common_pb2.Meta(id="promote-1", event_time_ms=T0),
-            config_promotion=control_pb2.ConfigPromotion(config_name="meanrev",
-                                                         config_version="v2"))), Outbox("risk"))
-        await gate.flush()
+        await _announce(gate, "meanrev", "v2")
         assert gate.config_versions["meanrev"] == "meanrev@v2"
         assert gate.strategy_settings["meanrev"].margin_mode == "cross"
 
         # a bad promotion is refused live, the previous limits stay
         _promote(url, "meanrev", "v3", "500", "cross", "4000")
-        gate.handle(Inbound(topics.CONTROL, "config:meanrev", control_pb2.Control(
-            meta=common_pb2.Meta(id="promote-2", event_time_ms=T0),
-            config_promotion=control_pb2.ConfigPromotion(config_name="meanrev",
-                                                         config_version="v3"))), Outbox("risk"))
-        await gate.flush()
+        await _announce(gate, "meanrev", "v3")
         assert gate.config_versions["meanrev"] == "meanrev@v2"
 
         # ... and stops a start-up, naming it and the field

@@ -474,26 +474,28 @@ def portfolio_correlated_exposure(ctx: Context) -> RuleResult:
     return _result(name, total <= s.max_correlated_notional, detail)
 
 
-def portfolio_max_drawdown(ctx: Context) -> RuleResult:
-    name, b, high = "portfolio.max_drawdown", ctx.breakers, ctx.settings.max_drawdown
-    dd = b.drawdown()
-    detail = (f"{to_str(dd.quantize(Decimal('0.0001'), context=MONEY_CONTEXT))} below peak "
-              f"equity {to_str(b.peak)} vs " + (f"max {to_str(high)}" if high < 1
-                                                 else "no limit (1 = off)"))
+def _fall_limit(name: str, ctx: Context, fall: Decimal, below: str, reference: Decimal,
+                high: Decimal) -> RuleResult:
+    """A fall of equity (a fraction) below a reference value vs its limit (1 = off); exits
+    are exempt."""
+    detail = (f"{to_str(fall.quantize(Decimal('0.0001'), context=MONEY_CONTEXT))} below {below} "
+              f"{to_str(reference)} vs " + (f"max {to_str(high)}" if high < 1
+                                            else "no limit (1 = off)"))
     if not ctx.proposal.is_entry:
         return _exempt(name, ctx, detail)
-    return _result(name, high >= 1 or dd <= high, detail)
+    return _result(name, high >= 1 or fall <= high, detail)
+
+
+def portfolio_max_drawdown(ctx: Context) -> RuleResult:
+    b = ctx.breakers
+    return _fall_limit("portfolio.max_drawdown", ctx, b.drawdown(), "peak equity", b.peak,
+                       ctx.settings.max_drawdown)
 
 
 def system_daily_loss(ctx: Context) -> RuleResult:
-    name, b, high = "system.daily_loss", ctx.breakers, ctx.settings.daily_loss_limit
-    loss = b.day_loss()
-    detail = (f"{to_str(loss.quantize(Decimal('0.0001'), context=MONEY_CONTEXT))} below the "
-              f"day's start {to_str(b.day_start)} vs " + (f"max {to_str(high)}" if high < 1
-                                                          else "no limit (1 = off)"))
-    if not ctx.proposal.is_entry:
-        return _exempt(name, ctx, detail)
-    return _result(name, high >= 1 or loss <= high, detail)
+    b = ctx.breakers
+    return _fall_limit("system.daily_loss", ctx, b.day_loss(), "the day's start", b.day_start,
+                       ctx.settings.daily_loss_limit)
 
 
 def system_stale_data(ctx: Context) -> RuleResult:
