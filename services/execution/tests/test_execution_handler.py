@@ -121,27 +121,30 @@ def test_slippage_against_the_taker() -> None:
     assert Decimal(sell.price) == Decimal("29970")
 
 
-def test_order_events_open_then_filled() -> None:
+def test_order_events_created_open_then_filled() -> None:
     o = order(T0 + HOUR)
     items = run(ExecutionHandler(ExecutionSettings()), [o, candle(1, "30010")])
-    opened, filled = events(items)
+    created, opened, filled = events(items)
+    assert created.status == S.ORDER_STATUS_PENDING_SUBMIT
+    assert created.previous_status == S.ORDER_STATUS_UNSPECIFIED
+    assert created.meta.id == f"{o.client_order_id}:1"
     assert opened.status == S.ORDER_STATUS_OPEN
     assert opened.previous_status == S.ORDER_STATUS_PENDING_SUBMIT
-    assert opened.sequence == 1
-    assert opened.meta.id == f"{o.client_order_id}:1"
+    assert opened.sequence == 2
+    assert opened.meta.id == f"{o.client_order_id}:2"
     assert opened.meta.cause_id == o.meta.id
     assert opened.meta.event_time_ms == T0 + HOUR
     assert opened.filled_quantity == "0"
     assert filled.status == S.ORDER_STATUS_FILLED
     assert filled.previous_status == S.ORDER_STATUS_OPEN
-    assert filled.sequence == 2
-    assert filled.meta.id == f"{o.client_order_id}:2"
+    assert filled.sequence == 3
+    assert filled.meta.id == f"{o.client_order_id}:3"
     assert filled.filled_quantity == o.quantity
     assert filled.average_price == "30010"
     assert filled.meta.event_time_ms == T0 + HOUR
     order_in_outbox = [t for t, _, _ in items]
     # the fill is published before the FILLED event that reports it
-    assert order_in_outbox.index(topics.FILL) < order_in_outbox.index(topics.ORDER_EVENT, 1)
+    assert order_in_outbox.index(topics.FILL) < order_in_outbox.index(topics.ORDER_EVENT, 2)
 
 
 def test_fill_watermark_is_min_of_order_watermark_and_last_open() -> None:
@@ -171,9 +174,11 @@ def test_order_whose_candle_left_the_buffer_is_rejected() -> None:
     run(handler, [candle(i) for i in range(15)])
     items = run(handler, [order(T0 + HOUR)])
     assert fills(items) == []
-    opened, rejected = events(items)
+    created, opened, rejected = events(items)
+    assert created.status == S.ORDER_STATUS_PENDING_SUBMIT
     assert opened.status == S.ORDER_STATUS_OPEN
     assert rejected.status == S.ORDER_STATUS_REJECTED
+    assert rejected.previous_status == S.ORDER_STATUS_OPEN
     assert rejected.reason
 
 

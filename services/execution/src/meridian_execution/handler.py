@@ -12,23 +12,24 @@ import bisect
 import logging
 from dataclasses import dataclass, field
 
-from meridian.v1 import candle_pb2, common_pb2, fill_pb2, order_approved_pb2, order_event_pb2
-from meridian_common import ids, topics
+from meridian.v1 import candle_pb2, common_pb2, fill_pb2, order_approved_pb2
+from meridian_common import ids, orders, topics
 from meridian_common.fees import FeeSchedule
 from meridian_common.fills import PaperFillModel
 from meridian_common.handler import Handler, Inbound, Outbox
 from meridian_common.money import dec, to_str
+from meridian_common.orders import Order
 from meridian_execution.settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
-S = order_event_pb2
 
 
 @dataclass(slots=True)
 class _Book:
     opens: list[int] = field(default_factory=list)  # candle open times, ascending
     prices: list[str] = field(default_factory=list)  # candle open prices
-    pending: list[order_approved_pb2.ApprovedOrder] = field(default_factory=list)
+    # orders waiting for their fill candle, with their state machine
+    pending: list[tuple[order_approved_pb2.ApprovedOrder, Order]] = field(default_factory=list)
     order_wm: int = 0
     last_open: int = 0
     fill_wm: int = 0
@@ -70,11 +71,11 @@ class ExecutionHandler(Handler):
         book.prices.append(candle.open)
         book.last_open = candle.open_time_ms
         still = []
-        for order in book.pending:
+        for order, state in book.pending:
             if order.meta.event_time_ms <= candle.open_time_ms:
-                self._fill(key, order, candle.open_time_ms, candle.open, out)
+                self._fill(key, order, state, candle.open_time_ms, candle.open, out)
             else:
-                still.append(order)
+                still.append((order, state))
         book.pending = still
         self._prune(book)
 
@@ -82,21 +83,24 @@ class ExecutionHandler(Handler):
                out: Outbox) -> None:
         t = order.meta.event_time_ms
         book.order_wm = max(book.order_wm, t)
-        self._event(key, order, S.ORDER_STATUS_OPEN, S.ORDER_STATUS_PENDING_SUBMIT, 1, t, out)
+        state = Order(order.client_order_id, order.exchange, order.symbol, order.side,
+                      dec(order.quantity, "ApprovedOrder.quantity"), order.meta.id, self.name)
+        out.emit(topics.ORDER_EVENT, key, state.created(t))
+        out.emit(topics.ORDER_EVENT, key, state.to(orders.OPEN, t))  # paper accepts at once
         i = bisect.bisect_left(book.opens, t)
         if i < len(book.opens):
             if i == 0 and book.opens[0] > t and len(book.opens) >= self.settings.candle_buffer:
-                self._event(key, order, S.ORDER_STATUS_REJECTED, S.ORDER_STATUS_OPEN, 2, t, out,
-                            reason="order arrived after its fill candle left the buffer")
+                out.emit(topics.ORDER_EVENT, key, state.to(
+                    orders.REJECTED, t,
+                    reason="order arrived after its fill candle left the buffer"))
                 return
-            self._fill(key, order, book.opens[i], book.prices[i], out)
+            self._fill(key, order, state, book.opens[i], book.prices[i], out)
         else:
-            book.pending.append(order)
+            book.pending.append((order, state))
 
-    def _fill(self, key: str, order: order_approved_pb2.ApprovedOrder, open_ms: int,
-              open_price: str, out: Outbox) -> None:
-        quantity = dec(order.quantity, "ApprovedOrder.quantity")
-        sim = self.model.market(order.side, quantity, dec(open_price, "Candle.open"))
+    def _fill(self, key: str, order: order_approved_pb2.ApprovedOrder, state: Order,
+              open_ms: int, open_price: str, out: Outbox) -> None:
+        sim = self.model.market(order.side, state.quantity, dec(open_price, "Candle.open"))
         fid = ids.fill_id(order.client_order_id, 1)
         self.fills += 1
         out.emit(topics.FILL, key, fill_pb2.Fill(
@@ -107,20 +111,9 @@ class ExecutionHandler(Handler):
             price=to_str(sim.price), fee=to_str(sim.fee), fee_currency=self.settings.fee_currency,
             liquidity=sim.liquidity,  # type: ignore[arg-type]
         ))
-        self._event(key, order, S.ORDER_STATUS_FILLED, S.ORDER_STATUS_OPEN, 2, open_ms, out,
-                    filled=order.quantity, average=to_str(sim.price))
-
-    def _event(self, key: str, order: order_approved_pb2.ApprovedOrder, status: int,
-               previous: int, seq: int, t: int, out: Outbox, *, filled: str = "0",
-               average: str = "", reason: str = "") -> None:
-        out.emit(topics.ORDER_EVENT, key, order_event_pb2.OrderEvent(
-            meta=common_pb2.Meta(id=f"{order.client_order_id}:{seq}", cause_id=order.meta.id,
-                                 event_time_ms=t, producer=self.name),
-            client_order_id=order.client_order_id, exchange=order.exchange, symbol=order.symbol,
-            status=status, previous_status=previous, side=order.side,  # type: ignore[arg-type]
-            quantity=order.quantity, filled_quantity=filled, average_price=average,
-            reason=reason, sequence=seq,
-        ))
+        out.emit(topics.ORDER_EVENT, key, state.to(orders.FILLED, open_ms,
+                                                   filled=state.quantity,
+                                                   average_price=sim.price))
 
     def _advance(self, key: str, book: _Book, out: Outbox) -> None:
         wm = min(book.order_wm, book.last_open)
