@@ -3,7 +3,10 @@
 Average-cost basis per symbol. A fill that reduces a position realizes PnL on the closed part; a
 fill that crosses zero closes the old position and opens the remainder on the other side. A
 round trip (flat -> position -> flat or flipped) is a closed trade with its own net PnL, fees of
-both legs included.
+both legs and the funding paid while it was open included.
+
+Funding (perpetuals): at each settlement the position pays quantity x mark x rate (a positive
+rate: longs pay, shorts receive); `funding_paid` is the running total, negative when received.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ class ClosedTrade:
     exit_price: Decimal
     gross_pnl: Decimal
     fees: Decimal
+    funding: Decimal = ZERO  # paid while open (negative: received)
 
     @property
     def net_pnl(self) -> Decimal:
-        return self.gross_pnl - self.fees
+        return self.gross_pnl - self.fees - self.funding
 
 
 @dataclass(slots=True)
@@ -39,6 +43,7 @@ class _OpenTrade:
     entry_price: Decimal
     gross_pnl: Decimal = ZERO
     fees: Decimal = ZERO
+    funding: Decimal = ZERO
     exit_value: Decimal = ZERO
     exit_quantity: Decimal = ZERO
 
@@ -50,6 +55,7 @@ class PositionBook:
     realized_pnl: Decimal = ZERO
     fees_paid: Decimal = ZERO
     trades_closed: int = 0
+    funding_paid: Decimal = ZERO
     open_trade: _OpenTrade | None = field(default=None, repr=False)
 
     def apply_fill(self, side: int, quantity: Decimal, fill_price: Decimal, fee: Decimal,
@@ -84,7 +90,7 @@ class PositionBook:
                     closed.append(ClosedTrade(
                         trade.entry_time_ms, time_ms, trade.direction, trade.max_quantity,
                         trade.entry_price, price(trade.exit_value / trade.exit_quantity),
-                        trade.gross_pnl, trade.fees))
+                        trade.gross_pnl, trade.fees, trade.funding))
                     self.trades_closed += 1
                 self.open_trade = None
         if remaining != 0:
@@ -104,10 +110,21 @@ class PositionBook:
             self.open_trade.entry_price = self.average_price
         self.open_trade.fees += fee
 
+    def apply_funding(self, rate: Decimal, mark: Decimal) -> Decimal:
+        """Settle one funding interval on the position held now, valued at `mark`; return the
+        amount paid (negative: received). A flat position pays nothing."""
+        if self.quantity == 0:
+            return ZERO
+        paid = cash(MONEY_CONTEXT.multiply(MONEY_CONTEXT.multiply(self.quantity, mark), rate))
+        self.funding_paid += paid
+        if self.open_trade is not None:
+            self.open_trade.funding += paid
+        return paid
+
     def unrealized(self, mark: Decimal) -> Decimal:
         if self.quantity == 0:
             return ZERO
         return cash(MONEY_CONTEXT.multiply(mark - self.average_price, self.quantity))
 
     def net_pnl(self, mark: Decimal) -> Decimal:
-        return self.realized_pnl + self.unrealized(mark) - self.fees_paid
+        return self.realized_pnl + self.unrealized(mark) - self.fees_paid - self.funding_paid

@@ -63,7 +63,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(CANDLE, candle_pb2.Candle, "ingest",
                   ("features", "risk", "execution", "ledger"),
                   "exchange:symbol", history=True),
-        TopicSpec(FUNDING, funding_pb2.FundingRate, "ingest", ("features",),
+        TopicSpec(FUNDING, funding_pb2.FundingRate, "ingest", ("features", "ledger"),
                   "exchange:symbol", sparse=True, history=True),
         TopicSpec(FEATURES, features_pb2.Features, "features", ("signals",), "exchange:symbol"),
         TopicSpec(SIGNAL, signal_pb2.Signal, "signals", ("risk",), "exchange:symbol", sparse=True),

@@ -6,6 +6,12 @@ reached its open, after every fill up to that open is booked. So the PnL curve i
 fills and candles interleave in arrival. Until then the candle is held back (and its offset not
 committed). A fill is booked once: its id is remembered, and unique in the database.
 
+Funding (MERIDIAN_LEDGER_FUNDING, perpetuals) joins the same way: a candle also waits until
+md.funding.v1 for its symbol has reached its close (a settlement or a funding Watermark); every
+settlement up to that close is then paid on the position held through it (fills up to the
+candle's open), valued at the close. A settlement at or before the last close already marked
+(after a restart: the positions row's as_of) is not paid twice.
+
 Risk decisions change no position, so they take no part in that merge: each becomes a row of the
 batch at once, written in the same transaction as the fills, and the database's unique key on the
 decision id drops a redelivered one. The ledger writes them because it already is the service
@@ -21,7 +27,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from meridian.v1 import candle_pb2, common_pb2, fill_pb2, portfolio_pb2, risk_decision_pb2
+from meridian.v1 import (
+    candle_pb2,
+    common_pb2,
+    fill_pb2,
+    funding_pb2,
+    portfolio_pb2,
+    risk_decision_pb2,
+)
 from meridian_common import topics
 from meridian_common.accounting import ClosedTrade, PositionBook
 from meridian_common.db import schema
@@ -92,11 +105,15 @@ class _Symbol:
     candles: deque[tuple[candle_pb2.Candle, Position]] = field(default_factory=deque)
     fill_wm: int = 0
     last_marked_open: int = -1
+    # (settlement ms, rate, position) waiting for their candle; progress of md.funding.v1
+    settlements: deque[tuple[int, Decimal, Position]] = field(default_factory=deque)
+    funding_wm: int = -1
+    funding_to: int = -1  # settlements up to here are paid
 
 
 class LedgerHandler(Handler):
     name = "ledger"
-    inputs = (topics.FILL, topics.CANDLE, topics.RISK_DECISION)
+    inputs = (topics.FILL, topics.CANDLE, topics.FUNDING, topics.RISK_DECISION)
     outputs = (topics.PORTFOLIO,)
 
     def __init__(self, settings: LedgerSettings, store: SqlLedgerStore | None) -> None:
@@ -116,7 +133,9 @@ class LedgerHandler(Handler):
             st = self._symbol(f"{row['exchange']}:{row['symbol']}")
             st.exchange, st.symbol = row["exchange"], row["symbol"]
             st.book = PositionBook(row["quantity"], row["average_price"], row["realized_pnl"],
-                                   row["fees_paid"], row["trades_closed"])
+                                   row["fees_paid"], row["trades_closed"],
+                                   funding_paid=row["funding_paid"])
+            st.funding_to = int(row["as_of"].timestamp() * 1000)
         if self.seen_fills:
             log.info("ledger state loaded", extra={"fills": len(self.seen_fills),
                                                    "positions": len(self.symbols)})
@@ -131,6 +150,11 @@ class LedgerHandler(Handler):
         if msg.topic == topics.RISK_DECISION:
             if not msg.is_watermark:  # the topic is dense; a stray watermark says nothing
                 self.batch.decisions.append(_decision_row(msg.message))  # type: ignore[arg-type]
+            return
+        if msg.topic == topics.FUNDING:
+            if self.settings.funding:
+                self._funding(msg)
+                self._process(msg.key, self._symbol(msg.key), out)
             return
         st = self._symbol(msg.key)
         if msg.is_watermark:
@@ -150,13 +174,45 @@ class LedgerHandler(Handler):
                 st.fills.append((fill, msg.position))
         self._process(msg.key, st, out)
 
+    def _funding(self, msg: Inbound) -> None:
+        st = self._symbol(msg.key)
+        if msg.is_watermark:
+            st.funding_wm = max(st.funding_wm, msg.event_time_ms)
+            return
+        rate: funding_pb2.FundingRate = msg.message  # type: ignore[assignment]
+        try:
+            value = dec(rate.rate, "FundingRate.rate")
+        except ValueError as exc:
+            raise InvalidMessage(f"funding {rate.meta.id}: {exc}") from None
+        t = rate.funding_time_ms
+        st.funding_wm = max(st.funding_wm, t)
+        if t > st.funding_to and (not st.settlements or t > st.settlements[-1][0]):
+            st.settlements.append((t, value, msg.position))
+
+    def _ready(self, st: _Symbol) -> bool:
+        candle = st.candles[0][0]
+        return candle.open_time_ms <= st.fill_wm and (
+            not self.settings.funding or st.funding_wm >= candle.close_time_ms)
+
     def _process(self, key: str, st: _Symbol, out: Outbox) -> None:
-        while st.candles and st.candles[0][0].open_time_ms <= st.fill_wm:
+        while st.candles and self._ready(st):
             candle, _ = st.candles.popleft()
             while st.fills and st.fills[0][0].meta.event_time_ms <= candle.open_time_ms:
                 fill, _ = st.fills.popleft()
                 self._book(st, fill)
+            if st.settlements:
+                self._settle(st, candle)
             self._mark(key, st, candle, out)
+
+    def _settle(self, st: _Symbol, candle: candle_pb2.Candle) -> None:
+        """Pay every settlement up to the candle's close on the position held through it."""
+        close = candle.close_time_ms
+        mark = dec(candle.close, "Candle.close")
+        while st.settlements and st.settlements[0][0] <= close:
+            t, rate, _ = st.settlements.popleft()
+            if t > st.funding_to:
+                st.book.apply_funding(rate, mark)
+        st.funding_to = max(st.funding_to, close)
 
     def _book(self, st: _Symbol, fill: fill_pb2.Fill) -> None:
         st.exchange, st.symbol = fill.exchange, fill.symbol
@@ -180,6 +236,7 @@ class LedgerHandler(Handler):
             "direction": trade.direction, "quantity": trade.quantity,
             "entry_price": trade.entry_price, "exit_price": trade.exit_price,
             "gross_pnl": trade.gross_pnl, "fees": trade.fees, "net_pnl": trade.net_pnl,
+            "funding": trade.funding,
         }
 
     def _mark(self, key: str, st: _Symbol, candle: candle_pb2.Candle, out: Outbox) -> None:
@@ -188,7 +245,7 @@ class LedgerHandler(Handler):
         mark = dec(candle.close, "Candle.close")
         book = st.book
         unrealized = book.unrealized(mark)
-        net = book.realized_pnl + unrealized - book.fees_paid
+        net = book.realized_pnl + unrealized - book.fees_paid - book.funding_paid
         t = candle.close_time_ms
         account = self.settings.account
         self.marks += 1
@@ -196,12 +253,14 @@ class LedgerHandler(Handler):
             "account": account, "exchange": st.exchange, "symbol": st.symbol, "ts": _ts(t),
             "quantity": book.quantity, "mark_price": mark, "realized_pnl": book.realized_pnl,
             "unrealized_pnl": unrealized, "fees_paid": book.fees_paid, "net_pnl": net,
+            "funding_paid": book.funding_paid,
         })
         self.batch.positions[(account, st.exchange, st.symbol)] = {
             "account": account, "exchange": st.exchange, "symbol": st.symbol,
             "quantity": book.quantity, "average_price": book.average_price,
             "realized_pnl": book.realized_pnl, "fees_paid": book.fees_paid,
             "trades_closed": book.trades_closed, "as_of": _ts(t),
+            "funding_paid": book.funding_paid,
         }
         out.emit(topics.PORTFOLIO, f"{account}:{key}", portfolio_pb2.PositionUpdate(
             meta=common_pb2.Meta(id=f"pos:{account}:{key}:{t}", cause_id=candle.meta.id,
@@ -211,6 +270,7 @@ class LedgerHandler(Handler):
             mark_price=candle.close, realized_pnl=to_str(book.realized_pnl),
             unrealized_pnl=to_str(unrealized), fees_paid=to_str(book.fees_paid),
             net_pnl=to_str(net), trades_closed=book.trades_closed,
+            funding_paid=to_str(book.funding_paid),
         ))
 
     async def flush(self) -> None:
@@ -223,9 +283,9 @@ class LedgerHandler(Handler):
     def retained(self) -> Mapping[tuple[str, int], int]:
         low: dict[tuple[str, int], int] = {}
         for st in self.symbols.values():
-            for queue in (st.candles, st.fills):
+            for queue in (st.candles, st.fills, st.settlements):
                 if queue:  # a queue is in offset order: its head is its lowest offset
-                    topic, partition, offset = queue[0][1]
+                    topic, partition, offset = queue[0][-1]
                     if offset < low.get((topic, partition), offset + 1):
                         low[(topic, partition)] = offset
         return low

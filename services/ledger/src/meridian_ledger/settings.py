@@ -15,3 +15,7 @@ class LedgerSettings(BaseSettings):
                          description="Account the fills are booked to.")
     initial_capital: Decimal = Field(Decimal("10000"), gt=0,
                                      description="Starting equity in quote currency.")
+    funding: bool = Field(
+        False, description="Book funding payments from md.funding.v1 (perpetuals): each "
+                           "candle is marked only once the symbol's funding has reached its "
+                           "close. Off for spot replays, which publish no funding.")

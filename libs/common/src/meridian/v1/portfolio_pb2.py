@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from meridian.v1 import common_pb2 as meridian_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmeridian/v1/portfolio.proto\x12\x0bmeridian.v1\x1a\x18meridian/v1/common.proto\"\x9c\x02\n\x0ePositionUpdate\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.meridian.v1.Meta\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x10\n\x08\x65xchange\x18\x03 \x01(\t\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x10\n\x08\x61s_of_ms\x18\x05 \x01(\x03\x12\x10\n\x08quantity\x18\x06 \x01(\t\x12\x15\n\raverage_price\x18\x07 \x01(\t\x12\x12\n\nmark_price\x18\x08 \x01(\t\x12\x14\n\x0crealized_pnl\x18\t \x01(\t\x12\x16\n\x0eunrealized_pnl\x18\n \x01(\t\x12\x11\n\tfees_paid\x18\x0b \x01(\t\x12\x0f\n\x07net_pnl\x18\x0c \x01(\t\x12\x15\n\rtrades_closed\x18\r \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmeridian/v1/portfolio.proto\x12\x0bmeridian.v1\x1a\x18meridian/v1/common.proto\"\xb2\x02\n\x0ePositionUpdate\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.meridian.v1.Meta\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x10\n\x08\x65xchange\x18\x03 \x01(\t\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x10\n\x08\x61s_of_ms\x18\x05 \x01(\x03\x12\x10\n\x08quantity\x18\x06 \x01(\t\x12\x15\n\raverage_price\x18\x07 \x01(\t\x12\x12\n\nmark_price\x18\x08 \x01(\t\x12\x14\n\x0crealized_pnl\x18\t \x01(\t\x12\x16\n\x0eunrealized_pnl\x18\n \x01(\t\x12\x11\n\tfees_paid\x18\x0b \x01(\t\x12\x0f\n\x07net_pnl\x18\x0c \x01(\t\x12\x15\n\rtrades_closed\x18\r \x01(\r\x12\x14\n\x0c\x66unding_paid\x18\x0e \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meridian.v1.portfolio_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_POSITIONUPDATE']._serialized_start=71
-  _globals['_POSITIONUPDATE']._serialized_end=355
+  _globals['_POSITIONUPDATE']._serialized_end=377
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PositionUpdate(_message.Message):
-    __slots__ = ("meta", "account", "exchange", "symbol", "as_of_ms", "quantity", "average_price", "mark_price", "realized_pnl", "unrealized_pnl", "fees_paid", "net_pnl", "trades_closed")
+    __slots__ = ("meta", "account", "exchange", "symbol", "as_of_ms", "quantity", "average_price", "mark_price", "realized_pnl", "unrealized_pnl", "fees_paid", "net_pnl", "trades_closed", "funding_paid")
     META_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class PositionUpdate(_message.Message):
     FEES_PAID_FIELD_NUMBER: _ClassVar[int]
     NET_PNL_FIELD_NUMBER: _ClassVar[int]
     TRADES_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    FUNDING_PAID_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.Meta
     account: str
     exchange: str
@@ -34,4 +35,5 @@ class PositionUpdate(_message.Message):
     fees_paid: str
     net_pnl: str
     trades_closed: int
-    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., account: _Optional[str] = ..., exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., as_of_ms: _Optional[int] = ..., quantity: _Optional[str] = ..., average_price: _Optional[str] = ..., mark_price: _Optional[str] = ..., realized_pnl: _Optional[str] = ..., unrealized_pnl: _Optional[str] = ..., fees_paid: _Optional[str] = ..., net_pnl: _Optional[str] = ..., trades_closed: _Optional[int] = ...) -> None: ...
+    funding_paid: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., account: _Optional[str] = ..., exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., as_of_ms: _Optional[int] = ..., quantity: _Optional[str] = ..., average_price: _Optional[str] = ..., mark_price: _Optional[str] = ..., realized_pnl: _Optional[str] = ..., unrealized_pnl: _Optional[str] = ..., fees_paid: _Optional[str] = ..., net_pnl: _Optional[str] = ..., trades_closed: _Optional[int] = ..., funding_paid: _Optional[str] = ...) -> None: ...

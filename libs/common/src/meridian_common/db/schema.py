@@ -105,6 +105,8 @@ positions = Table(
     Column("fees_paid", Numeric, nullable=False),
     Column("trades_closed", Integer, nullable=False),
     _ts("as_of"),
+    # funding paid on perpetuals (negative: received), added by revision 0006
+    Column("funding_paid", Numeric, nullable=False, server_default=text("0")),
 )
 
 equity = Table(
@@ -120,6 +122,7 @@ equity = Table(
     Column("unrealized_pnl", Numeric, nullable=False),
     Column("fees_paid", Numeric, nullable=False),
     Column("net_pnl", Numeric, nullable=False),
+    Column("funding_paid", Numeric, nullable=False, server_default=text("0")),  # 0006
 )
 
 trades = Table(
@@ -136,6 +139,7 @@ trades = Table(
     Column("gross_pnl", Numeric, nullable=False),
     Column("fees", Numeric, nullable=False),
     Column("net_pnl", Numeric, nullable=False),
+    Column("funding", Numeric, nullable=False, server_default=text("0")),  # 0006
 )
 
 models = Table(
