@@ -105,6 +105,11 @@ def main(ns: argparse.Namespace) -> int:
     from meridian_cli import bench_risk
 
     code = bench_risk.main()
+    if code:
+        return code
+    from meridian_cli import bench_execution
+
+    code = bench_execution.main()
     if code or ns.no_ingest:
         return code
     from meridian_cli import bench_ingest
