@@ -4,6 +4,11 @@ A market order fills at the open of the first candle whose open time is at or af
 event time, however late the order arrives (the candle is looked up in a buffer), so the fills do
 not depend on how the two input streams interleave. fill.v1 is sparse; its watermark for a key is
 min(order watermark, last candle open): no later fill can be earlier than either.
+
+Every order goes through the shared state machine (`meridian_common.orders`) and each transition
+is an order.event.v1 message. After a crash the host rebuilds the state from the inputs; records
+after the committed offsets are handled again and publish the same fills (same ids, same bytes),
+which the ledger counts once.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ class ExecutionHandler(Handler):
     name = "execution"
     inputs = (topics.ORDER_APPROVED, topics.CANDLE)
     outputs = (topics.ORDER_EVENT, topics.FILL)
+    # The state (orders waiting for their candle, the candle buffer, the watermarks) is a
+    # function of the two inputs per key: rebuilt on start up to the committed offsets, so an
+    # order consumed (and committed) before a crash still fills at its candle afterwards.
+    rebuild_from_inputs = True
 
     def __init__(self, settings: ExecutionSettings) -> None:
         self.settings = settings
