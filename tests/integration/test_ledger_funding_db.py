@@ -87,3 +87,27 @@ def test_funding_is_stored_and_never_paid_twice(new_database: Callable[[str], st
                                        _done(topics.FUNDING, 1), _done(topics.FILL, 1)]))
     assert restarted.symbols[KEY].book.funding_paid == Decimal("0.022")
     assert [p for _, p in _paid(url)] == [Decimal("0.022"), Decimal("0.022")]
+
+
+def test_a_round_trip_spanning_a_restart_gets_its_trade(
+        new_database: Callable[[str], str]) -> None:
+    """The restarted ledger rebuilds its books from the stored fills: the open trade keeps its
+    entry, so closing it after the restart writes the trades row."""
+    url = new_database("ledgerrestart")
+    db.migrate(url)
+    asyncio.run(_run(url, FIRST))  # long 2 from T0-1h, marked through T0
+    sell = fill_pb2.Fill(
+        meta=common_pb2.Meta(id="mer-2:f1", event_time_ms=T0 + HOUR), fill_id="mer-2:f1",
+        client_order_id="mer-2", exchange="bybit", symbol="BTCUSDT", side=common_pb2.SIDE_SELL,
+        quantity="2", price="120", fee="0", fee_currency="USDT")
+    asyncio.run(_run(url, [(topics.FILL, BUY), _candle(0, "115"), _done(topics.FUNDING, 2),
+                           (topics.FILL, sell), _candle(1, "120"), _done(topics.FILL, 2)]))
+    with psycopg.connect(url) as conn:
+        trades = conn.execute("select entry_time, exit_time, quantity, entry_price, exit_price,"
+                              " gross_pnl from trades").fetchall()
+        fills = conn.execute("select count(*) from fills").fetchone()
+    assert fills == (2,)  # the redelivered buy counted once
+    assert len(trades) == 1
+    _, _, quantity, entry, exit_, gross = trades[0]
+    assert (quantity, entry, exit_, gross) == (Decimal(2), Decimal(100), Decimal(120),
+                                               Decimal(40))

@@ -161,8 +161,8 @@ class RecordingStore:
     async def write(self, batch: Batch) -> None:
         self.batches.append(batch)
 
-    async def fill_ids(self, account: str) -> set[str]:
-        return set()
+    async def fills(self, account: str) -> list[dict[str, Any]]:
+        return []
 
     async def positions(self, account: str) -> list[dict[str, Any]]:
         return []

@@ -39,7 +39,7 @@ from meridian_common import topics
 from meridian_common.accounting import ClosedTrade, PositionBook
 from meridian_common.db import schema
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox, Position
-from meridian_common.money import dec, to_str
+from meridian_common.money import ZERO, dec, to_str
 from meridian_ledger.settings import LedgerSettings
 from meridian_ledger.store import Batch, SqlLedgerStore
 
@@ -125,16 +125,28 @@ class LedgerHandler(Handler):
         self.marks = 0
 
     async def start(self) -> None:
+        """Rebuild each symbol's book from the stored fills (the trading record), so an open
+        trade keeps its entry and a round trip spanning a restart still gets its trades row;
+        funding paid and how far it was paid come from the positions rows (fills hold none)."""
         if self.store is None:
             return
         account = self.settings.account
-        self.seen_fills = await self.store.fill_ids(account)
+        for row in await self.store.fills(account):
+            st = self._symbol(f"{row['exchange']}:{row['symbol']}")
+            st.exchange, st.symbol = row["exchange"], row["symbol"]
+            st.book.apply_fill(row["side"], row["quantity"], row["price"], row["fee"],
+                               int(row["ts"].timestamp() * 1000))
+            self.seen_fills.add(row["fill_id"])
         for row in await self.store.positions(account):
             st = self._symbol(f"{row['exchange']}:{row['symbol']}")
             st.exchange, st.symbol = row["exchange"], row["symbol"]
-            st.book = PositionBook(row["quantity"], row["average_price"], row["realized_pnl"],
-                                   row["fees_paid"], row["trades_closed"],
-                                   funding_paid=row["funding_paid"])
+            if st.book.quantity != row["quantity"]:
+                log.warning("stored position differs from its fills: the fills win", extra={
+                    "symbol": row["symbol"], "position": str(row["quantity"]),
+                    "from_fills": str(st.book.quantity)})
+            st.book.funding_paid = row["funding_paid"]
+            if st.book.open_trade is not None:
+                st.book.open_trade.funding = ZERO  # per-trade funding before the restart: lost
             st.funding_to = int(row["as_of"].timestamp() * 1000)
         if self.seen_fills:
             log.info("ledger state loaded", extra={"fills": len(self.seen_fills),

@@ -55,11 +55,13 @@ class SqlLedgerStore:
                 await conn.execute(insert(schema.risk_decisions).on_conflict_do_nothing(),
                                    batch.decisions)
 
-    async def fill_ids(self, account: str) -> set[str]:
+    async def fills(self, account: str) -> list[dict[str, Any]]:
+        """Every fill of the account in booking order (time, then fill id)."""
+        t = schema.fills
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(schema.fills.c.fill_id).where(schema.fills.c.account == account))
-            return {r[0] for r in rows}
+            rows = await conn.execute(select(t).where(t.c.account == account)
+                                      .order_by(t.c.ts, t.c.fill_id))
+            return [dict(r._mapping) for r in rows]
 
     async def positions(self, account: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
