@@ -47,7 +47,7 @@ class KafkaPipeline:
     def start(self, services: tuple[str, ...] = CONSUMERS) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in services:
-            log = (self.log_dir / f"{name}.log").open("wb")
+            log = (self.log_dir / f"{name}.log").open("ab")  # a restart appends
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", f"meridian_{name}"], env=self._environ(),
                 stdout=log, stderr=subprocess.STDOUT)
@@ -60,6 +60,12 @@ class KafkaPipeline:
                                   check=False).returncode
         if code != 0:
             raise RunFailed(f"ingest exited with {code}:\n{_tail(log)}")
+
+    def kill(self, name: str) -> None:
+        """kill -9 one service (a crash: no batch finished, nothing flushed)."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():

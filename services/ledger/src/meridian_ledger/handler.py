@@ -105,6 +105,9 @@ class _Symbol:
     candles: deque[tuple[candle_pb2.Candle, Position]] = field(default_factory=deque)
     fill_wm: int = 0
     last_marked_open: int = -1
+    # fill Watermarks not yet used by a mark (time, position): retained, so a restart gets them
+    # again instead of waiting for watermarks it consumed and committed before the crash
+    fill_wms: deque[tuple[int, Position]] = field(default_factory=deque)
     # (settlement ms, rate, position) waiting for their candle; progress of md.funding.v1
     settlements: deque[tuple[int, Decimal, Position]] = field(default_factory=deque)
     funding_wm: int = -1
@@ -147,7 +150,11 @@ class LedgerHandler(Handler):
             st.book.funding_paid = row["funding_paid"]
             if st.book.open_trade is not None:
                 st.book.open_trade.funding = ZERO  # per-trade funding before the restart: lost
-            st.funding_to = int(row["as_of"].timestamp() * 1000)
+            as_of = int(row["as_of"].timestamp() * 1000)
+            st.funding_to = as_of
+            # candles up to the last close marked are not marked again: the book rebuilt from
+            # the fills is already past them (it would rewrite their rows with a later position)
+            st.last_marked_open = max(st.last_marked_open, as_of - 1)
         if self.seen_fills:
             log.info("ledger state loaded", extra={"fills": len(self.seen_fills),
                                                    "positions": len(self.symbols)})
@@ -170,8 +177,10 @@ class LedgerHandler(Handler):
             return
         st = self._symbol(msg.key)
         if msg.is_watermark:
-            if msg.topic == topics.FILL:  # candles are dense: their watermarks add nothing
-                st.fill_wm = max(st.fill_wm, msg.event_time_ms)
+            # (candles are dense: their watermarks add nothing)
+            if msg.topic == topics.FILL and msg.event_time_ms > st.fill_wm:
+                st.fill_wm = msg.event_time_ms
+                st.fill_wms.append((msg.event_time_ms, msg.position))
         elif msg.topic == topics.CANDLE:
             candle: candle_pb2.Candle = msg.message  # type: ignore[assignment]
             if candle.open_time_ms > st.last_marked_open and (
@@ -254,6 +263,8 @@ class LedgerHandler(Handler):
     def _mark(self, key: str, st: _Symbol, candle: candle_pb2.Candle, out: Outbox) -> None:
         st.exchange, st.symbol = candle.exchange, candle.symbol
         st.last_marked_open = candle.open_time_ms
+        while st.fill_wms and st.fill_wms[0][0] <= candle.open_time_ms:
+            st.fill_wms.popleft()  # used: a later watermark (or this mark) covers it
         mark = dec(candle.close, "Candle.close")
         book = st.book
         unrealized = book.unrealized(mark)
@@ -295,9 +306,9 @@ class LedgerHandler(Handler):
     def retained(self) -> Mapping[tuple[str, int], int]:
         low: dict[tuple[str, int], int] = {}
         for st in self.symbols.values():
-            for queue in (st.candles, st.fills, st.settlements):
+            for queue in (st.candles, st.fills, st.settlements, st.fill_wms):
                 if queue:  # a queue is in offset order: its head is its lowest offset
                     topic, partition, offset = queue[0][-1]
-                    if offset < low.get((topic, partition), offset + 1):
+                    if 0 <= offset < low.get((topic, partition), offset + 1):
                         low[(topic, partition)] = offset
         return low
