@@ -19,12 +19,12 @@ import pytest
 from google.protobuf.message import Message
 
 from meridian.v1 import common_pb2, fill_pb2, order_approved_pb2
-from meridian_common import codec, ids, topics
+from meridian_common import ids, topics
 from meridian_common.bus.kafka import KafkaBus
 from meridian_common.host import all_topic_configs, publish
 from meridian_common.marketdata import CsvCandleSource, default_data_dir, make_candle
 from meridian_common.metrics import NullSensor
-from meridian_common.testing import feed
+from meridian_common.testing import feed, read_topic
 from meridian_execution.handler import ExecutionHandler
 from meridian_execution.settings import ExecutionSettings
 
@@ -69,14 +69,8 @@ def _tail(log: Path) -> str:
 
 
 async def _fills(bus: KafkaBus, prefix: str) -> list[fill_pb2.Fill]:
-    out = []
-    name = prefix + topics.FILL
-    for partition, end in enumerate(await bus.topic_ends(name)):
-        for record in await bus.read_partition(name, partition, 0, end):
-            msg = codec.decode(topics.FILL, record.value, record.header(codec.TYPE_HEADER))
-            if isinstance(msg, fill_pb2.Fill):
-                out.append(msg)
-    return out
+    return [m for m in await read_topic(bus, prefix, topics.FILL)
+            if isinstance(m, fill_pb2.Fill)]
 
 
 async def _wait_fills(bus: KafkaBus, prefix: str, n: int, proc: subprocess.Popen[bytes],

@@ -19,7 +19,7 @@ import pytest
 from meridian.v1 import candle_pb2, features_pb2
 from meridian_common import codec, config, topics
 from meridian_common.bus.kafka import KafkaBus
-from meridian_common.testing import features_by_candle, feed
+from meridian_common.testing import features_by_candle, feed, read_topic
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 from meridian_ingest import commands
@@ -47,14 +47,9 @@ def _tail(log: Path) -> str:
 
 
 async def _features(bus: KafkaBus, prefix: str) -> list[features_pb2.Features]:
-    out = []
-    name = prefix + topics.FEATURES
-    for partition, end in enumerate(await bus.topic_ends(name)):
-        for record in await bus.read_partition(name, partition, 0, end):
-            msg = codec.decode(topics.FEATURES, record.value, record.header(codec.TYPE_HEADER))
-            assert isinstance(msg, features_pb2.Features)
-            out.append(msg)
-    return out
+    out = await read_topic(bus, prefix, topics.FEATURES)
+    assert all(isinstance(m, features_pb2.Features) for m in out)
+    return out  # type: ignore[return-value]
 
 
 async def _wait_rows(bus: KafkaBus, prefix: str, rows: int, proc: subprocess.Popen[bytes],

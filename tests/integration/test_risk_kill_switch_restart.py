@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from meridian.v1 import common_pb2, control_pb2, risk_decision_pb2, signal_pb2
-from meridian_common import codec, topics
+from meridian_common import topics
 from meridian_common.bus.kafka import KafkaBus
 from meridian_common.host import all_topic_configs, publish
 from meridian_common.metrics import NullSensor
-from meridian_common.testing import protective_stop
+from meridian_common.testing import protective_stop, read_topic
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000
@@ -58,13 +58,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 async def _decisions(bus: KafkaBus, prefix: str) -> dict[str, risk_decision_pb2.RiskDecision]:
-    name = prefix + topics.RISK_DECISION
-    out = {}
-    for partition, end in enumerate(await bus.topic_ends(name)):
-        for r in await bus.read_partition(name, partition, 0, end):
-            d = codec.decode(topics.RISK_DECISION, r.value, r.header(codec.TYPE_HEADER))
-            out[d.meta.cause_id] = d  # type: ignore[attr-defined]
-    return out
+    return {d.meta.cause_id: d for d in await read_topic(bus, prefix, topics.RISK_DECISION)}  # type: ignore[attr-defined]
 
 
 async def _until(cond, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:  # type: ignore[no-untyped-def]

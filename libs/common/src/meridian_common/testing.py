@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 
 from meridian.v1 import common_pb2
 from meridian_common import codec, topics
+from meridian_common.bus.base import Bus
 from meridian_common.handler import Handler, Inbound, Outbox
 
 T = TypeVar("T")
@@ -126,3 +127,14 @@ def protective_stop(direction: int, price: str, distance: str = "0.1") -> str:
     if direction == common_pb2.DIRECTION_SHORT:
         return str(Decimal(price) * (1 + d))
     return ""
+
+
+async def read_topic(bus: Bus, prefix: str, topic: str) -> list[Message]:
+    """Every record of a topic, all partitions, decoded (Watermarks included): what a test
+    compares with an uninterrupted run."""
+    name = prefix + topic
+    out: list[Message] = []
+    for partition, end in enumerate(await bus.topic_ends(name)):
+        for record in await bus.read_partition(name, partition, 0, end):
+            out.append(codec.decode(topic, record.value, record.header(codec.TYPE_HEADER)))
+    return out
