@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -119,8 +120,6 @@ def protective_stop(direction: int, price: str, distance: str = "0.1") -> str:
     """A stop on the protective side of `price` (below for a long, above for a short; none for
     flat), as the signals service attaches to every entry: test signals that are not about
     stops still pass a gate that requires one."""
-    from decimal import Decimal
-
     d = Decimal(distance)
     if direction == common_pb2.DIRECTION_LONG:
         return str(Decimal(price) * (1 - d))

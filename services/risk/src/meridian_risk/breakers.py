@@ -116,42 +116,45 @@ class Breakers:
         return MONEY_CONTEXT.divide(MONEY_CONTEXT.subtract(self.day_start, self.equity),
                                     self.day_start)
 
+    # One predicate per breaker, read by the level machine (`tripped`, `trips`) and by the
+    # rules that report the same conditions in every decision.
+
+    def drawdown_tripped(self) -> bool:
+        high = self.settings.max_drawdown
+        return high < 1 and self.drawdown() > high
+
+    def day_loss_tripped(self) -> bool:
+        high = self.settings.daily_loss_limit
+        return high < 1 and self.day_loss() > high
+
+    def error_rate_tripped(self) -> bool:
+        s, n = self.settings, len(self.outcomes)
+        return s.error_rate_max < 1 and n >= s.error_rate_window and (
+            sum(self.outcomes) / n > s.error_rate_max)
+
     def tripped(self) -> bool:
         """Whether any breaker is tripped (what every candle asks; `trips` says why)."""
-        s = self.settings
-        if self.spike is not None:
-            return True
-        if s.max_drawdown < 1 and self.peak > 0 and (
-                self.peak - self.equity > s.max_drawdown * self.peak):
-            return True
-        if s.daily_loss_limit < 1 and self.day_start > 0 and (
-                self.day_start - self.equity > s.daily_loss_limit * self.day_start):
-            return True
-        n = len(self.outcomes)
-        return (s.error_rate_max < 1 and n >= s.error_rate_window
-                and sum(self.outcomes) > s.error_rate_max * n)
+        return (self.spike is not None or self.drawdown_tripped() or self.day_loss_tripped()
+                or self.error_rate_tripped())
 
     def trips(self) -> list[Trip]:
         s, out = self.settings, []
-        dd = self.drawdown()
-        if s.max_drawdown < 1 and dd > s.max_drawdown:
+        if self.drawdown_tripped():
             out.append(Trip("portfolio.max_drawdown",
-                            f"equity {to_str(_q(self.equity))} is {to_str(_q4(dd))} below peak "
-                            f"{to_str(_q(self.peak))} vs max {to_str(s.max_drawdown)}"))
-        loss = self.day_loss()
-        if s.daily_loss_limit < 1 and loss > s.daily_loss_limit:
+                            f"equity {to_str(_q(self.equity))} is {to_str(_q4(self.drawdown()))} "
+                            f"below peak {to_str(_q(self.peak))} vs max "
+                            f"{to_str(s.max_drawdown)}"))
+        if self.day_loss_tripped():
             out.append(Trip("system.daily_loss",
-                            f"equity {to_str(_q(self.equity))} is {to_str(_q4(loss))} below the "
-                            f"day's start {to_str(_q(self.day_start))} vs max "
+                            f"equity {to_str(_q(self.equity))} is {to_str(_q4(self.day_loss()))} "
+                            f"below the day's start {to_str(_q(self.day_start))} vs max "
                             f"{to_str(s.daily_loss_limit)}"))
         if self.spike is not None:
             out.append(self.spike)
-        failed = sum(self.outcomes)
-        if (s.error_rate_max < 1 and len(self.outcomes) >= s.error_rate_window
-                and failed / len(self.outcomes) > s.error_rate_max):
+        if self.error_rate_tripped():
             out.append(Trip("system.error_rate",
-                            f"{failed} of the last {len(self.outcomes)} orders rejected or "
-                            f"unknown vs max share {to_str(s.error_rate_max)}"))
+                            f"{sum(self.outcomes)} of the last {len(self.outcomes)} orders "
+                            f"rejected or unknown vs max share {to_str(s.error_rate_max)}"))
         return out
 
     # -- the state machine -------------------------------------------------------------------

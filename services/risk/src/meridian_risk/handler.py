@@ -117,6 +117,7 @@ class RiskHandler(Handler):
         self.forwarded: dict[str, int] = {}  # key -> last order.approved Watermark
         self.keys: set[str] = set()
         self._key_order: tuple[str, ...] = ()
+        self._forwarded_at = (-1, 0)  # (release point, number of keys) last forwarded
         self.approved = 0
         self.rejected = 0
         self.late = 0
@@ -228,7 +229,10 @@ class RiskHandler(Handler):
         for item in self.merge.release():
             self._dispatch(item, out)
         upto = self.merge.released_to
-        if upto >= 0:
+        # every message comes here: look at the keys only when the release point or the key
+        # set moved since the last look (keys only ever grow)
+        if upto >= 0 and (upto, len(self.keys)) != self._forwarded_at:
+            self._forwarded_at = (upto, len(self.keys))
             for key in self._sorted_keys():
                 if self.forwarded.get(key, -1) < upto:
                     self.forwarded[key] = upto

@@ -123,15 +123,22 @@ class Ledger:
         computed in (so a restore reading keys interleaved differently agrees); the merge hands
         them in time order, so this is an append but for closes at one time."""
         closed = self.closed.setdefault(strategy, [])
-        prefix = self._stats.setdefault(strategy, [])
         at = bisect.bisect(closed, item)
         closed.insert(at, item)
+        self._refigure(strategy, at)
+
+    def _start(self) -> Stats:
+        return Stats(0, 0, None, self.initial_capital, self.initial_capital)
+
+    def _refigure(self, strategy: str, at: int) -> list[Stats]:
+        """The figures after each closed trade, recomputed from trade `at` on."""
+        prefix = self._stats.setdefault(strategy, [])
         del prefix[at:]
-        last = prefix[-1] if prefix else Stats(0, 0, None, self.initial_capital,
-                                              self.initial_capital)
-        for time_ms, _, pnl in closed[at:]:
+        last = prefix[-1] if prefix else self._start()
+        for time_ms, _, pnl in self.closed.get(strategy, [])[at:]:
             last = last.then(time_ms, pnl)
             prefix.append(last)
+        return prefix
 
     def record_of(self, strategy: str, window: int) -> Record:
         """Wins, losses and their average sizes over the strategy's last `window` trades (a
@@ -145,13 +152,7 @@ class Ledger:
         return Record(len(wins), len(losses), mean(wins), mean(losses))
 
     def stats(self, strategy: str) -> Stats:
-        closed = self.closed.get(strategy, [])
-        prefix = self._stats.get(strategy)
-        if prefix is None or len(prefix) != len(closed):  # `closed` edited from outside
-            self._stats[strategy] = prefix = []
-            for item in closed:
-                last = prefix[-1] if prefix else Stats(0, 0, None, self.initial_capital,
-                                                      self.initial_capital)
-                prefix.append(last.then(item[0], item[2]))
-        return prefix[-1] if prefix else Stats(0, 0, None, self.initial_capital,
-                                               self.initial_capital)
+        prefix = self._stats.get(strategy, [])
+        if len(prefix) != len(self.closed.get(strategy, [])):  # `closed` edited from outside
+            prefix = self._refigure(strategy, 0)
+        return prefix[-1] if prefix else self._start()

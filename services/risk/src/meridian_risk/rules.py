@@ -113,8 +113,7 @@ def size_entry(direction: int, price: Decimal, stop: Decimal | None, confidence:
     qty, note = _size_entry(direction, price, stop, confidence, settings, rules, record)
     if factor == 1 or qty <= 0:
         return qty, note
-    reduced = quantity_for_notional(MONEY_CONTEXT.multiply(MONEY_CONTEXT.multiply(qty, price),
-                                                           factor), price, rules.lot)
+    reduced = rules.round_qty(MONEY_CONTEXT.multiply(qty, factor))
     if reduced <= 0:
         return ZERO, (f"{to_str(qty)} x reduce factor {to_str(factor)} is less than one lot "
                       f"({to_str(rules.lot)})")
@@ -475,27 +474,27 @@ def portfolio_correlated_exposure(ctx: Context) -> RuleResult:
 
 
 def _fall_limit(name: str, ctx: Context, fall: Decimal, below: str, reference: Decimal,
-                high: Decimal) -> RuleResult:
-    """A fall of equity (a fraction) below a reference value vs its limit (1 = off); exits
-    are exempt."""
+                high: Decimal, tripped: bool) -> RuleResult:
+    """A fall of equity (a fraction) below a reference value vs its limit (1 = off), judged by
+    the breaker's own predicate; exits are exempt."""
     detail = (f"{to_str(fall.quantize(Decimal('0.0001'), context=MONEY_CONTEXT))} below {below} "
               f"{to_str(reference)} vs " + (f"max {to_str(high)}" if high < 1
                                             else "no limit (1 = off)"))
     if not ctx.proposal.is_entry:
         return _exempt(name, ctx, detail)
-    return _result(name, high >= 1 or fall <= high, detail)
+    return _result(name, not tripped, detail)
 
 
 def portfolio_max_drawdown(ctx: Context) -> RuleResult:
     b = ctx.breakers
     return _fall_limit("portfolio.max_drawdown", ctx, b.drawdown(), "peak equity", b.peak,
-                       ctx.settings.max_drawdown)
+                       ctx.settings.max_drawdown, b.drawdown_tripped())
 
 
 def system_daily_loss(ctx: Context) -> RuleResult:
     b = ctx.breakers
     return _fall_limit("system.daily_loss", ctx, b.day_loss(), "the day's start", b.day_start,
-                       ctx.settings.daily_loss_limit)
+                       ctx.settings.daily_loss_limit, b.day_loss_tripped())
 
 
 def system_stale_data(ctx: Context) -> RuleResult:
@@ -520,7 +519,6 @@ def system_price_spike(ctx: Context) -> RuleResult:
 def system_error_rate(ctx: Context) -> RuleResult:
     name, b, s = "system.error_rate", ctx.breakers, ctx.settings
     failed, n = sum(b.outcomes), len(b.outcomes)
-    tripped = s.error_rate_max < 1 and n >= s.error_rate_window and failed / n > s.error_rate_max
     # Order events arrive on the exchange's clock, not in event time: with no failure the
     # detail does not count them, so a paper replay (nothing rejected) reads the same each run.
     seen = f"{failed} of the last {n} orders" if failed else "no order"
@@ -528,7 +526,7 @@ def system_error_rate(ctx: Context) -> RuleResult:
         to_str(s.error_rate_max) if s.error_rate_max < 1 else "1 (off)")
     if not ctx.proposal.is_entry:
         return _exempt(name, ctx, detail)
-    return _result(name, not tripped, detail)
+    return _result(name, not b.error_rate_tripped(), detail)
 
 
 def system_breaker(ctx: Context) -> RuleResult:
