@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientSession
 
 from meridian_fake_exchange import FakeClock, FakeExchange
-from meridian_ingest.exchange.urls import reroute_urls
+from meridian_common.ccxt_urls import reroute_urls
 
 ServerFactory = Callable[..., Awaitable[FakeExchange]]
 ClientFactory = Callable[[FakeExchange, str, str], Any]

@@ -17,7 +17,7 @@ from meridian_ingest.exchange.retry import (
     call,
     retryable,
 )
-from meridian_ingest.exchange.urls import reroute_urls
+from meridian_common.ccxt_urls import reroute_urls
 
 
 def test_every_url_keeps_its_host_as_the_first_path_segment() -> None:

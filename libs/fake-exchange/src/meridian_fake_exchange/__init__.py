@@ -3,7 +3,7 @@
 It serves the shared CSV market data through the same REST and WebSocket endpoints ccxt and
 ccxt.pro call, driven by a controllable clock, with injectable faults (rate limits, 5xx, slow
 answers, dropped/duplicated/reordered pushes, corrected candles). Point ccxt at it with
-meridian_ingest.exchange.urls.reroute_urls(exchange, server.base_url).
+meridian_common.ccxt_urls.reroute_urls(exchange, server.base_url).
 """
 
 from meridian_fake_exchange.clock import FakeClock
