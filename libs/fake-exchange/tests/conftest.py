@@ -12,8 +12,8 @@ import ccxt.pro
 import pytest
 from aiohttp import ClientSession
 
-from meridian_fake_exchange import FakeClock, FakeExchange
 from meridian_common.ccxt_urls import reroute_urls
+from meridian_fake_exchange import FakeClock, FakeExchange
 
 ServerFactory = Callable[..., Awaitable[FakeExchange]]
 ClientFactory = Callable[[FakeExchange, str, str], Any]

@@ -9,6 +9,7 @@ import ccxt
 import ccxt.pro
 import pytest
 
+from meridian_common.ccxt_urls import reroute_urls
 from meridian_ingest.exchange.retry import (
     Budget,
     ExchangeCallError,
@@ -17,7 +18,6 @@ from meridian_ingest.exchange.retry import (
     call,
     retryable,
 )
-from meridian_common.ccxt_urls import reroute_urls
 
 
 def test_every_url_keeps_its_host_as_the_first_path_segment() -> None:

@@ -13,10 +13,10 @@ import aiohttp
 import ccxt
 import ccxt.pro
 
+from meridian_common.ccxt_urls import reroute_urls
 from meridian_common.marketdata import RawCandle, timeframe_ms
 from meridian_ingest.exchange.profiles import Profile, profile_for
 from meridian_ingest.exchange.retry import Budget, ExchangeCallError, RetryPolicy, RetryStats, call
-from meridian_common.ccxt_urls import reroute_urls
 from meridian_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
