@@ -82,6 +82,9 @@ class Handler:
     # inputs' arrival order, e.g. the kill switch (control.v1, compacted) and the orders the
     # handler already approved (its own output, the record of its decisions).
     restore_from: ClassVar[tuple[str, ...]] = ()
+    # Seconds between calls of `act` when no record arrives (None: only after batches). A
+    # handler whose outputs also come from outside the bus (an exchange's fills) needs the tick.
+    tick_s: ClassVar[float | None] = None
 
     def bind_metrics(self, registry: prometheus_client.CollectorRegistry) -> None:
         """Register the handler's own metrics in the registry the host exposes (called once,
@@ -100,6 +103,11 @@ class Handler:
     def restored(self) -> None:
         """Every `restore_from` record has been given to `restore`: finish the state (e.g.
         replay what was collected in event-time order)."""
+
+    async def act(self, out: Outbox) -> None:
+        """I/O whose answers are outputs (sending orders to an exchange, polling it for fills):
+        called after each batch's `handle` calls, and every `tick_s` while the bus is idle.
+        Its outputs are published with the batch, before the batch's offsets are committed."""
 
     async def flush(self) -> None:
         """Make the effects of the handled messages durable."""

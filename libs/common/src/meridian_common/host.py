@@ -88,12 +88,21 @@ class ServiceHost:
         self.ready.set()
         log.info("service started", extra={"group": self.group, "inputs": list(handler.inputs)})
         try:
+            last_act = time.monotonic()
             while not stop.is_set():
-                records = await consumer.poll(POLL_TIMEOUT_S, self.batch)
+                records = await consumer.poll(self._poll_timeout(last_act), self.batch)
                 if not records:
+                    if handler.tick_s is not None and \
+                            time.monotonic() - last_act >= handler.tick_s:
+                        await handler.act(out)
+                        last_act = time.monotonic()
+                        await publish(producer, self.prefix, out.drain(), self.sensor)
+                        await producer.flush()
                     continue
                 started = time.perf_counter()
                 dead = self._handle_batch(records, out, consumed)
+                await handler.act(out)
+                last_act = time.monotonic()
                 await handler.flush()
                 await publish(producer, self.prefix, out.drain(), self.sensor)
                 for record, reason in dead:
@@ -115,6 +124,13 @@ class ServiceHost:
             await producer.stop()
             await consumer.stop()
             await handler.stop()
+
+    def _poll_timeout(self, last_act: float) -> float:
+        """Wait for records no longer than the handler's next tick is due."""
+        tick = self.handler.tick_s
+        if tick is None:
+            return POLL_TIMEOUT_S
+        return max(0.0, min(POLL_TIMEOUT_S, last_act + tick - time.monotonic()))
 
     async def _rebuild(self, consumer: Consumer) -> None:
         """Replay each input partition from its start up to the committed offset into the
