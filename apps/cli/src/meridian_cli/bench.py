@@ -110,6 +110,12 @@ def main(ns: argparse.Namespace) -> int:
     from meridian_cli import bench_execution
 
     code = bench_execution.main()
+    if code:
+        return code
+    if not ns.no_kafka:
+        from meridian_cli import bench_latency
+
+        code = bench_latency.main()
     if code or ns.no_ingest:
         return code
     from meridian_cli import bench_ingest

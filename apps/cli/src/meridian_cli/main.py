@@ -106,7 +106,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--symbols", default="BTCUSDT,ETHUSDT")
     bench.add_argument("--start", default="2021-01-01")
     bench.add_argument("--end", default="2022-01-01")
-    bench.add_argument("--no-kafka", action="store_true", help="embedded figure only")
+    bench.add_argument("--no-kafka", action="store_true",
+                       help="no figure that needs a Kafka broker (pipeline over Kafka, "
+                            "signal -> fill latency, live ingest latency)")
     bench.add_argument("--no-ingest", action="store_true",
                        help="skip the ingest figures (backfill, rate limit, live latency)")
     bench.set_defaults(func=cmd_bench)
