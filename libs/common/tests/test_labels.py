@@ -1,6 +1,8 @@
 """Triple-barrier labels, hand-checked on small candle arrays: entry at the next open, stop
-before target inside one candle, gaps through the stop, the time barrier, shorts, ATR barriers,
-costs from the shared fill model, and no information from the entry row or before it."""
+before target inside one candle, gaps through the stop or the target, a touch of the target is
+not a fill, the time barrier, shorts, ATR barriers, costs from the shared fill model (the
+target a maker fill), no information from the entry row or before it, and the same exits as
+the executor's Decimal decision (`triggers.check`)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meridian.v1 import common_pb2
 from meridian_common.fees import FeeSchedule
 from meridian_common.fills import PaperFillModel
 from meridian_common.labels import NO_LABEL, Barriers, triple_barrier
+from meridian_common.triggers import Exits, check
 
 LONG, SHORT = common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT
 FREE = PaperFillModel(FeeSchedule(Decimal(0), Decimal(0)), Decimal(0))
@@ -125,3 +130,70 @@ def test_a_label_reads_nothing_at_or_before_its_entry_row() -> None:
         a[rows[0] + 2:] *= 0.8  # control: changing the future does change labels
     moved = triple_barrier(rows[:1], dirs[:1], *future, None, Barriers(0.02, 0.01, 24), COSTLY)
     assert moved.net_return[0] != base.net_return[0]
+
+
+def test_a_touch_of_the_target_is_not_a_fill() -> None:
+    # the take-profit is a resting limit: the high at exactly 103 does not prove it filled
+    rows = [FLAT_ROW, FLAT_ROW, (100.0, 103.0, 99.8, 102.0), FLAT_ROW, FLAT_ROW]
+    label, net, row, why = label_one(LONG, rows)
+    assert (label, row, why) == (0, 4, "time")
+    assert net == pytest.approx(0.0)
+
+
+def test_an_open_beyond_the_target_takes_profit_even_if_the_candle_reaches_the_stop() -> None:
+    # the open is the one known point of the candle's path: the target (103) was gone through
+    # before it, so the later dip to the stop (98.5) comes too late (it used to count as the stop)
+    label, net, row, why = label_one(LONG, [FLAT_ROW, FLAT_ROW, (104.0, 104.5, 98.0, 99.0),
+                                            FLAT_ROW, FLAT_ROW])
+    assert (label, row, why) == (1, 2, "take_profit")
+    assert net == pytest.approx(0.03)  # at the target, not the better open
+
+
+def test_the_target_is_a_maker_fill_and_the_stop_a_slipped_taker() -> None:
+    fills = PaperFillModel(FeeSchedule(Decimal("0.0002"), Decimal("0.001")), Decimal(5))
+    _, net, _, why = label_one(LONG, [FLAT_ROW, FLAT_ROW, (100.0, 103.5, 99.8, 103.0),
+                                      FLAT_ROW, FLAT_ROW], fills=fills)
+    entry = 100.0 * 1.0005
+    assert why == "take_profit"
+    assert net == pytest.approx(103.0 / entry - 1 - (0.001 * entry + 0.0002 * 103.0) / entry)
+    _, net, _, why = label_one(LONG, [FLAT_ROW, FLAT_ROW, (100.0, 100.5, 98.0, 99.0),
+                                      FLAT_ROW, FLAT_ROW], fills=fills)
+    exit_ = 98.5 * 0.9995
+    assert why == "stop_loss"
+    assert net == pytest.approx(exit_ / entry - 1 - 0.001 * (entry + exit_) / entry)
+
+
+CANDLE = st.tuples(st.floats(-0.03, 0.03), st.floats(0, 0.03), st.floats(0, 0.03))
+
+
+@given(st.lists(CANDLE, min_size=6, max_size=6), st.sampled_from([LONG, SHORT]))
+def test_labels_exit_where_the_executor_would(moves: list[tuple[float, float, float]],
+                                              direction: int) -> None:
+    """The label's exit is the executor's Decimal decision on the same numbers, candle by
+    candle: one implementation of the rules, two number types."""
+    rows = [FLAT_ROW]
+    for gap, up, down in moves:
+        o = rows[-1][3] * (1 + gap)
+        rows.append((o, o * (1 + up), o * (1 - down), o * (1 + up - down)))
+    barriers = Barriers(0.02, 0.01, 6)
+    _, _, row, why = label_one(direction, rows, barriers)
+    entry = rows[1][0]
+    sl, tp = 0.01 * entry, 0.02 * entry  # as Barriers.distances computes them
+    long = direction == LONG
+    exits = Exits(direction, stop_loss=Decimal(entry - sl if long else entry + sl),
+                  take_profit=Decimal(entry + tp if long else entry - tp))  # exact conversions
+    expected = (6, "time")
+    for j in range(1, 7):
+        o, h, lo, _ = (Decimal(x) for x in rows[j])
+        hit = check(exits, o, h, lo)
+        if hit is not None:
+            expected = (j, hit.reason)
+            break
+    assert (row, why) == expected
+
+
+def test_a_target_beyond_zero_never_triggers() -> None:
+    # ATR barriers wider than the price: the short's target is below zero and simply never fills
+    b = Barriers(take_profit=60.0, stop_loss=1.0, max_holding=4, use_atr=True)
+    label, _, row, why = label_one(SHORT, [FLAT_ROW] * 5, b, atr=np.full(5, 2.0))
+    assert (label, row, why) == (0, 4, "time")

@@ -100,8 +100,12 @@ def test_late_order_fills_at_the_same_buffered_candle() -> None:
 
 
 def test_order_between_opens_fills_at_next_open() -> None:
-    items = run(ExecutionHandler(ExecutionSettings()),
-                [candle(0), candle(1), candle(2), order(T0 + HOUR + 1)])
+    handler = ExecutionHandler(ExecutionSettings())
+    items = run(handler, [candle(0), candle(1), candle(2), order(T0 + HOUR + 1)])
+    # candle 2 waits until no order before its open can still come (an exit there would
+    # change the position its stops act on)
+    assert fills(items) == []
+    items = run(handler, [wm(T0 + 2 * HOUR)])
     assert fills(items)[0].meta.event_time_ms == T0 + 2 * HOUR
     assert fills(items)[0].price == "30020"
 

@@ -4,9 +4,11 @@ breaker must fire, and does, at the right candle.
 The right candle is found independently of the gate's code: the equity curve is recomputed here
 from the gate's approved orders (quantity, side, reference price) and the candle closes, in event
 time (at one time: candles, then the orders decided at it), and the first candle whose drawdown
-from the running peak exceeds the limit is where the breaker must trip. The same inputs handed to
-the gate in different arrival orders (candles first, signals first, interleaved) must give the
-same outputs, the merge's promise.
+from the running peak exceeds the limit is where the breaker must trip. That recomputation
+knows nothing of stops, so its run has the signals' stops taken off (and the stop rule off).
+The same inputs, stops on, handed to the gate in different arrival orders (candles first,
+signals first, interleaved) must give the same outputs, the merge's promise, and a gate
+restarted mid-replay must book the same stop-outs and trip at the same candle.
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-from meridian.v1 import candle_pb2, common_pb2, control_pb2, order_approved_pb2
+from meridian.v1 import (
+    candle_pb2,
+    common_pb2,
+    control_pb2,
+    fill_pb2,
+    order_approved_pb2,
+    signal_pb2,
+)
 from meridian_common import config, testing, topics
 from meridian_common.handler import Inbound
+from meridian_common.protection import exit_order_id
+from meridian_execution.handler import ExecutionHandler
+from meridian_execution.settings import ExecutionSettings
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 from meridian_ingest import commands
@@ -31,6 +43,7 @@ from meridian_signals.handler import SignalsHandler
 from meridian_signals.settings import SignalsSettings
 
 LIMIT = Decimal("0.03")
+STOPS_LIMIT = Decimal("0.02")  # stops keep the drawdown smaller
 Routed = tuple[str, str, Message]
 
 
@@ -53,9 +66,21 @@ def _inputs(model_dir: str) -> tuple[tuple[Routed, ...], tuple[Routed, ...]]:
     return tuple(candles), tuple(testing.feed(signals, topics.FEATURES, features))
 
 
-def _gate() -> RiskHandler:
-    return RiskHandler(RiskSettings(max_drawdown=LIMIT, daily_loss_limit=Decimal(1),
-                                    price_spike_pct_per_min=Decimal(0)))
+def _without_stops(signals: tuple[Routed, ...]) -> list[Routed]:
+    out: list[Routed] = []
+    for topic, key, m in signals:
+        if isinstance(m, signal_pb2.Signal):
+            m = signal_pb2.Signal.FromString(m.SerializeToString())
+            m.ClearField("stop_loss")
+            m.ClearField("take_profit")
+        out.append((topic, key, m))
+    return out
+
+
+def _gate(limit: Decimal = STOPS_LIMIT, *, stops: bool = True) -> RiskHandler:
+    return RiskHandler(RiskSettings(max_drawdown=limit, daily_loss_limit=Decimal(1),
+                                    price_spike_pct_per_min=Decimal(0),
+                                    require_stop_loss=stops))
 
 
 def _expected_trip(candles: tuple[Routed, ...], out: list[Routed]) -> tuple[int, Decimal]:
@@ -105,8 +130,11 @@ def _controls(out: list[Routed]) -> list[control_pb2.Control]:
 
 
 def test_the_drawdown_breaker_fires_at_the_right_candle(tmp_path: Path) -> None:
-    candles, signals = _inputs(str(tmp_path / "models"))
-    out = testing.feed(_gate(), topics.CANDLE, list(candles) + list(signals))
+    candles, with_stops = _inputs(str(tmp_path / "models"))
+    signals = _without_stops(with_stops)
+    gate = _gate(LIMIT, stops=False)
+    out = testing.feed(gate, topics.CANDLE, list(candles) + list(signals))
+    assert gate.stopped == 0
     trip_time, drawdown = _expected_trip(candles, out)
     controls = _controls(out)
     first = controls[0]
@@ -149,6 +177,9 @@ def test_the_decisions_do_not_depend_on_arrival_order(tmp_path: Path) -> None:
 
     assert encoded(candles_first) == encoded(signals_first) == encoded(mixed)
     assert any(t == topics.CONTROL for t, _, _ in candles_first)
+    gate = _gate()
+    testing.feed(gate, topics.CANDLE, list(candles) + list(signals))
+    assert gate.stopped > 10  # the stops were in play
 
 
 def test_a_restart_mid_replay_decides_and_trips_as_an_uninterrupted_gate(tmp_path: Path) -> None:
@@ -178,6 +209,8 @@ def test_a_restart_mid_replay_decides_and_trips_as_an_uninterrupted_gate(tmp_pat
                 second.restore(Inbound(topic, key, m))  # type: ignore[arg-type]
     second.restored()
     assert second.book == first.book
+    assert second.protect == first.protect
+    assert first.stopped > 0  # stop-outs before the cut, replayed by the restore
     assert second.breakers.peak == first.breakers.peak
     after = testing.feed(second, topics.CANDLE, items[resume:])
 
@@ -186,3 +219,35 @@ def test_a_restart_mid_replay_decides_and_trips_as_an_uninterrupted_gate(tmp_pat
                 if not isinstance(m, common_pb2.Watermark)]
 
     assert decided(before) + decided(after) == decided(whole)
+
+
+def test_the_gate_books_exactly_the_stop_outs_the_paper_executor_fills(tmp_path: Path) -> None:
+    """The gate never sees a fill: it closes a position in its book on the candle whose range
+    triggers the position's stop-loss or take-profit, as the executor fills it. Over the real
+    replay both must close the same positions, with the same exit ids, at the same candles, and
+    end with the same positions; otherwise the gate's limits act on positions that are gone."""
+    candles, signals = _inputs(str(tmp_path / "models"))
+    gate = RiskHandler(RiskSettings())  # default limits: no breaker in the way
+    decided = testing.feed(gate, topics.CANDLE, list(candles) + list(signals))
+    approved = [(t, k, m) for t, k, m in decided
+                if isinstance(m, order_approved_pb2.ApprovedOrder)]
+    order_stream = [(t, k, m) for t, k, m in decided if t == topics.ORDER_APPROVED]
+    stream = sorted(
+        [(m.open_time_ms, 1, t, k, m) for t, k, m in candles
+         if isinstance(m, candle_pb2.Candle)]
+        + [(Inbound(t, k, m).event_time_ms, 0, t, k, m) for t, k, m in order_stream],
+        key=lambda x: (x[0], x[1], x[3]))
+    executor = ExecutionHandler(ExecutionSettings())
+    filled = testing.feed(executor, topics.CANDLE, [(t, k, m) for *_, t, k, m in stream])
+    entries = {m.client_order_id for _, _, m in approved}  # type: ignore[attr-defined]
+    stop_fills = sorted((f.meta.event_time_ms + 3_600_000, f.client_order_id)
+                        for t, _, f in filled if isinstance(f, fill_pb2.Fill)
+                        and f.client_order_id not in entries)
+    stop_ids = {exit_order_id(c, r) for c in entries for r in ("stop_loss", "take_profit")}
+    booked = sorted((t, coid) for trades in gate.ledger.closed.values()
+                    for t, coid, _ in trades if coid in stop_ids)
+    assert gate.stopped > 10
+    assert len(booked) == gate.stopped
+    assert stop_fills == booked
+    positions = {k: b.position for k, b in executor.books.items() if b.position != 0}
+    assert positions == gate.positions

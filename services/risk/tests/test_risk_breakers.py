@@ -47,7 +47,7 @@ def signal(key: str, hour: int, direction: int, price: str) -> signal_pb2.Signal
         meta=common_pb2.Meta(id=f"sig:{key}:{t}", event_time_ms=t, producer="signals"),
         exchange=exchange, symbol=symbol, strategy="trend", direction=direction,
         confidence=1.0, reference_price=price,
-        stop_loss=protective_stop(direction, price), reason="test")
+        stop_loss=protective_stop(direction, price, "0.3"), reason="test")
 
 
 def watermark(key: str, hour: int) -> common_pb2.Watermark:

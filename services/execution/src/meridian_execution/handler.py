@@ -1,42 +1,81 @@
 """Paper execution: approved orders and candles in, order events and fills out.
 
-A market order fills at the open of the first candle whose open time is at or after the order's
-event time, however late the order arrives (the candle is looked up in a buffer), so the fills do
-not depend on how the two input streams interleave. fill.v1 is sparse; its watermark for a key is
-min(order watermark, last candle open): no later fill can be earlier than either.
+Per key, candles and orders are taken in event time: a candle is evaluated once the order
+stream has reached its open (every order that could act on it has arrived), so fills never
+depend on how the two input streams interleave. Evaluating a candle, in this order:
+1. market orders with event time <= its open fill at its open (± slippage, taker fee): the
+   first candle at or after the order, however late the order arrives;
+2. the position's protective exits (the stop-loss and take-profit of the order that opened
+   it) are checked against its open/high/low by `meridian_common.triggers` (stop first when
+   both are in range, a gap through the stop exits at the open, the take-profit is a maker
+   fill at its price); a position opened at this open is checked on this candle already;
+3. resting limit orders fill when the price trades through them (`triggers.RestingLimit`); a
+   position a limit order opened inside a candle is protected from the next candle on (the
+   path inside the candle is unknown).
+A protective exit is an order of the executor's own (client id derived from the entry's), with
+its events and fill like any other. A reduce-only order never opens or increases a position:
+it is capped to the position, and refused when there is none (an exit that came after the
+stop). Every fill in a candle carries the candle's open time, in the order above.
 
-Every order goes through the shared state machine (`meridian_common.orders`) and each transition
-is an order.event.v1 message. After a crash the host rebuilds the state from the inputs; records
-after the committed offsets are handled again and publish the same fills (same ids, same bytes),
-which the ledger counts once.
+fill.v1 is sparse; its watermark for a key is min(order watermark, last candle open): every
+candle up to it has been evaluated. After a crash the host rebuilds the state from the inputs;
+records after the committed offsets are handled again and publish the same fills (same ids,
+same bytes), which the ledger counts once.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
+from collections import deque
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from meridian.v1 import candle_pb2, common_pb2, fill_pb2, order_approved_pb2
-from meridian_common import ids, orders, topics
+from meridian_common import ids, orders, protection, topics, triggers
 from meridian_common.fees import FeeSchedule
-from meridian_common.fills import PaperFillModel
-from meridian_common.handler import Handler, Inbound, Outbox
-from meridian_common.money import dec, to_str
+from meridian_common.fills import PaperFillModel, SimulatedFill
+from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
+from meridian_common.money import ZERO, dec, to_str
 from meridian_common.orders import Order
 from meridian_execution.settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
+BUY, SELL = common_pb2.SIDE_BUY, common_pb2.SIDE_SELL
+
+
+@dataclass(frozen=True, slots=True)
+class _Bar:
+    open_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+
+
+@dataclass(slots=True)
+class _Protect:
+    exits: triggers.Exits[Decimal]
+    from_ms: int  # first candle open it is checked on
+    cause: str  # the client order id that set it
+
+
+@dataclass(slots=True)
+class _Resting:
+    order: order_approved_pb2.ApprovedOrder
+    state: Order
+    limit: triggers.RestingLimit[Decimal]
 
 
 @dataclass(slots=True)
 class _Book:
-    opens: list[int] = field(default_factory=list)  # candle open times, ascending
-    prices: list[str] = field(default_factory=list)  # candle open prices
-    # orders waiting for their fill candle, with their state machine
+    bars: deque[_Bar] = field(default_factory=deque)  # received, not yet evaluated
+    # market orders waiting for their candle, with their state machine
     pending: list[tuple[order_approved_pb2.ApprovedOrder, Order]] = field(default_factory=list)
+    resting: list[_Resting] = field(default_factory=list)
+    position: Decimal = ZERO  # signed, from this executor's fills
+    protect: _Protect | None = None
     order_wm: int = 0
-    last_open: int = 0
+    last_open: int = 0  # newest candle received
+    done_open: int = 0  # newest candle evaluated
     fill_wm: int = 0
 
 
@@ -44,9 +83,9 @@ class ExecutionHandler(Handler):
     name = "execution"
     inputs = (topics.ORDER_APPROVED, topics.CANDLE)
     outputs = (topics.ORDER_EVENT, topics.FILL)
-    # The state (orders waiting for their candle, the candle buffer, the watermarks) is a
-    # function of the two inputs per key: rebuilt on start up to the committed offsets, so an
-    # order consumed (and committed) before a crash still fills at its candle afterwards.
+    # The state (orders waiting for their candle, candles waiting for the orders, positions and
+    # their stops) is a function of the two inputs per key: rebuilt on start up to the
+    # committed offsets, so an order consumed (and committed) before a crash still fills.
     rebuild_from_inputs = True
 
     def __init__(self, settings: ExecutionSettings) -> None:
@@ -68,25 +107,24 @@ class ExecutionHandler(Handler):
             if msg.topic == topics.ORDER_APPROVED:  # candles are dense: no watermarks needed
                 book.order_wm = max(book.order_wm, msg.event_time_ms)
         elif msg.topic == topics.CANDLE:
-            self._candle(msg.key, book, msg.message, out)  # type: ignore[arg-type]
+            self._candle(book, msg.message)  # type: ignore[arg-type]
         else:
             self._order(msg.key, book, msg.message, out)  # type: ignore[arg-type]
+        self._evaluate(msg.key, book, out)
         self._advance(msg.key, book, out)
 
-    def _candle(self, key: str, book: _Book, candle: candle_pb2.Candle, out: Outbox) -> None:
+    # -- inputs --------------------------------------------------------------------------------
+
+    def _candle(self, book: _Book, candle: candle_pb2.Candle) -> None:
         if candle.open_time_ms <= book.last_open:
             return  # redelivered or a revision of a candle already used for fills
-        book.opens.append(candle.open_time_ms)
-        book.prices.append(candle.open)
+        try:
+            bar = _Bar(candle.open_time_ms, dec(candle.open, "Candle.open"),
+                       dec(candle.high, "Candle.high"), dec(candle.low, "Candle.low"))
+        except ValueError as exc:
+            raise InvalidMessage(f"candle {candle.meta.id}: {exc}") from None
+        book.bars.append(bar)
         book.last_open = candle.open_time_ms
-        still = []
-        for order, state in book.pending:
-            if order.meta.event_time_ms <= candle.open_time_ms:
-                self._fill(key, order, state, candle.open_time_ms, candle.open, out)
-            else:
-                still.append((order, state))
-        book.pending = still
-        self._prune(book)
 
     def _order(self, key: str, book: _Book, order: order_approved_pb2.ApprovedOrder,
                out: Outbox) -> None:
@@ -96,45 +134,138 @@ class ExecutionHandler(Handler):
                       dec(order.quantity, "ApprovedOrder.quantity"), order.meta.id, self.name)
         out.emit(topics.ORDER_EVENT, key, state.created(t))
         out.emit(topics.ORDER_EVENT, key, state.to(orders.OPEN, t))  # paper accepts at once
-        i = bisect.bisect_left(book.opens, t)
-        if i < len(book.opens):
-            if i == 0 and book.opens[0] > t and len(book.opens) >= self.settings.candle_buffer:
-                out.emit(topics.ORDER_EVENT, key, state.to(
-                    orders.REJECTED, t,
-                    reason="order arrived after its fill candle left the buffer"))
+        if t <= book.done_open:
+            out.emit(topics.ORDER_EVENT, key, state.to(
+                orders.REJECTED, t, reason="order arrived after its fill candle left the buffer"))
+            return
+        if order.order_type == order_approved_pb2.ORDER_TYPE_LIMIT:
+            try:
+                limit = triggers.RestingLimit(order.side, dec(order.limit_price, "limit_price"),
+                                              t)
+            except ValueError as exc:
+                out.emit(topics.ORDER_EVENT, key, state.to(orders.REJECTED, t, reason=str(exc)))
                 return
-            self._fill(key, order, state, book.opens[i], book.prices[i], out)
+            book.resting.append(_Resting(order, state, limit))
         else:
             book.pending.append((order, state))
 
-    def _fill(self, key: str, order: order_approved_pb2.ApprovedOrder, state: Order,
-              open_ms: int, open_price: str, out: Outbox) -> None:
-        sim = self.model.market(order.side, state.quantity, dec(open_price, "Candle.open"))
+    # -- evaluation, one candle at a time ------------------------------------------------------
+
+    def _evaluate(self, key: str, book: _Book, out: Outbox) -> None:
+        """Every received candle the order stream has reached; and the oldest ones beyond the
+        buffer bound (an order for them arrives too late and is refused)."""
+        while book.bars and (book.bars[0].open_ms <= book.order_wm
+                             or len(book.bars) > self.settings.candle_buffer):
+            bar = book.bars.popleft()
+            book.done_open = bar.open_ms
+            self._market_orders(key, book, bar, out)
+            self._protective(key, book, bar, out)
+            self._limit_orders(key, book, bar, out)
+
+    def _market_orders(self, key: str, book: _Book, bar: _Bar, out: Outbox) -> None:
+        if not book.pending:
+            return
+        due = [p for p in book.pending if p[0].meta.event_time_ms <= bar.open_ms]
+        book.pending = [p for p in book.pending if p[0].meta.event_time_ms > bar.open_ms]
+        for order, state in due:
+            sim = self.model.market(order.side, state.quantity, bar.open)
+            self._execute(key, book, order, state, bar.open_ms, sim, out, at_open=True)
+
+    def _protective(self, key: str, book: _Book, bar: _Bar, out: Outbox) -> None:
+        protect = book.protect
+        if protect is None or book.position == 0 or bar.open_ms < protect.from_ms:
+            return
+        hit = triggers.check(protect.exits, bar.open, bar.high, bar.low)
+        if hit is None:
+            return
+        side = protect.exits.closing_side
+        quantity = abs(book.position)
+        coid = protection.exit_order_id(protect.cause, hit.reason)
+        state = Order(coid, *key.split(":", 1), side, quantity, protect.cause, self.name)
+        out.emit(topics.ORDER_EVENT, key, state.created(bar.open_ms))
+        out.emit(topics.ORDER_EVENT, key, state.to(orders.OPEN, bar.open_ms,
+                                                   reason=f"{hit.reason} triggered"))
+        exchange, symbol = key.split(":", 1)
+        exit_order = order_approved_pb2.ApprovedOrder(
+            client_order_id=coid, exchange=exchange, symbol=symbol, side=side,
+            quantity=to_str(quantity), reduce_only=True)
+        self._execute(key, book, exit_order, state, bar.open_ms,
+                      self.model.fill(side, quantity, hit), out, at_open=hit.at_open)
+
+    def _limit_orders(self, key: str, book: _Book, bar: _Bar, out: Outbox) -> None:
+        still = []
+        for resting in book.resting:
+            hit, after = resting.limit.on_candle(bar.open_ms, bar.open, bar.high, bar.low)
+            if hit is not None:
+                sim = self.model.fill(resting.order.side, resting.state.quantity, hit)
+                self._execute(key, book, resting.order, resting.state, bar.open_ms, sim, out,
+                              at_open=hit.at_open)
+            elif after is None:
+                out.emit(topics.ORDER_EVENT, key, resting.state.to(
+                    orders.EXPIRED, bar.open_ms, reason="limit order expired"))
+            else:
+                resting.limit = after
+                still.append(resting)
+        book.resting = still
+
+    # -- fills and positions -------------------------------------------------------------------
+
+    def _execute(self, key: str, book: _Book, order: order_approved_pb2.ApprovedOrder,
+                 state: Order, time_ms: int, sim: SimulatedFill, out: Outbox, *,
+                 at_open: bool) -> None:
+        quantity = state.quantity
+        signed = quantity if order.side == BUY else -quantity
+        if order.reduce_only:
+            closing = book.position != 0 and (book.position > 0) != (signed > 0)
+            if not closing:
+                out.emit(topics.ORDER_EVENT, key, state.to(
+                    orders.REJECTED, time_ms, reason="reduce-only order with no position to "
+                    "reduce (closed before it, e.g. by its stop)"))
+                return
+            quantity = min(quantity, abs(book.position))
+            signed = quantity if order.side == BUY else -quantity
         fid = ids.fill_id(order.client_order_id, 1)
+        fee = sim.fee if quantity == state.quantity else \
+            self.model.fees.fee(quantity, sim.price, sim.liquidity)
         self.fills += 1
         out.emit(topics.FILL, key, fill_pb2.Fill(
-            meta=common_pb2.Meta(id=fid, cause_id=order.client_order_id, event_time_ms=open_ms,
+            meta=common_pb2.Meta(id=fid, cause_id=order.client_order_id, event_time_ms=time_ms,
                                  producer=self.name),
             fill_id=fid, client_order_id=order.client_order_id, exchange=order.exchange,
-            symbol=order.symbol, side=order.side, quantity=order.quantity,
-            price=to_str(sim.price), fee=to_str(sim.fee), fee_currency=self.settings.fee_currency,
+            symbol=order.symbol, side=order.side, quantity=to_str(quantity),
+            price=to_str(sim.price), fee=to_str(fee), fee_currency=self.settings.fee_currency,
             liquidity=sim.liquidity,  # type: ignore[arg-type]
         ))
-        out.emit(topics.ORDER_EVENT, key, state.to(orders.FILLED, open_ms,
-                                                   filled=state.quantity,
-                                                   average_price=sim.price))
+        if quantity == state.quantity:
+            out.emit(topics.ORDER_EVENT, key, state.to(orders.FILLED, time_ms, filled=quantity,
+                                                       average_price=sim.price))
+        else:  # a reduce-only order capped to the position
+            out.emit(topics.ORDER_EVENT, key, state.to(
+                orders.PARTIALLY_FILLED, time_ms, filled=quantity, average_price=sim.price))
+            out.emit(topics.ORDER_EVENT, key, state.to(
+                orders.CANCELED, time_ms, reason="reduce-only: capped to the position"))
+        self._position(book, order, signed, time_ms if at_open else time_ms + 1)
+
+    def _position(self, book: _Book, order: order_approved_pb2.ApprovedOrder,
+                  signed: Decimal, check_from_ms: int) -> None:
+        """The new position and its protection (`meridian_common.protection`)."""
+        before = book.position
+        after = book.position = before + signed
+        what = protection.change(before, after, order.reduce_only)
+        if what == "none":
+            book.protect = None
+        elif what == "new":
+            try:
+                exits = protection.exits(after > 0, order.stop_loss, order.take_profit)
+            except ValueError as exc:
+                log.warning("order's stop/take-profit ignored", extra={
+                    "client_order_id": order.client_order_id, "error": str(exc)})
+                exits = None
+            book.protect = None if exits is None else \
+                _Protect(exits, check_from_ms, order.client_order_id)
 
     def _advance(self, key: str, book: _Book, out: Outbox) -> None:
         wm = min(book.order_wm, book.last_open)
         if wm > book.fill_wm:
             book.fill_wm = wm
             out.watermark(topics.FILL, key, wm)
-
-    def _prune(self, book: _Book) -> None:
-        """Drop candles no future order can fill at: future orders are later than order_wm."""
-        keep_from = bisect.bisect_right(book.opens, book.order_wm)
-        overflow = len(book.opens) - self.settings.candle_buffer
-        cut = max(keep_from, overflow)
-        if cut > 0:
-            del book.opens[:cut]
-            del book.prices[:cut]

@@ -31,7 +31,7 @@ from meridian.v1 import (
     risk_decision_pb2,
     signal_pb2,
 )
-from meridian_common import ids, topics
+from meridian_common import ids, protection, topics, triggers
 from meridian_common.config import ConfigError
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.merge import EventTimeMerge
@@ -59,6 +59,19 @@ class _Candle:
     key: str
     time_ms: int
     close: Decimal
+    open_ms: int = 0
+    open: Decimal = ZERO
+    high: Decimal = ZERO
+    low: Decimal = ZERO
+
+
+@dataclass(slots=True)
+class _Protect:
+    """The stops of an approved position, as the paper executor will apply them."""
+
+    exits: triggers.Exits[Decimal]
+    from_ms: int  # the approval's time: checked on every candle opening at or after it
+    cause: str  # the client order id that set them
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +92,8 @@ class _Booked:
     price: Decimal
     order_id: str
     reduce_only: bool
+    stop_loss: str = ""
+    take_profit: str = ""
 
 
 class RiskHandler(Handler):
@@ -110,6 +125,10 @@ class RiskHandler(Handler):
         self.market = Market(settings.correlation_window)
         # best close since entry per open position (highest long, lowest short): trailing stop
         self.extremes: dict[str, Decimal] = {}
+        # stop-loss / take-profit per open position: closed in the book on the candle that
+        # triggers them (`meridian_common.protection`), where the executor fills the exit
+        self.protect: dict[str, _Protect] = {}
+        self.stopped = 0
         self.breakers = Breakers(settings)
         self.merge: EventTimeMerge[_Candle | _Signal] = EventTimeMerge(settings.merge_grace_s)
         self.kill_switch = False
@@ -195,11 +214,17 @@ class RiskHandler(Handler):
             self.merge.advance((topics.CANDLE, key), -1)
 
     def _parse_candle(self, key: str, candle: candle_pb2.Candle) -> _Candle:
-        close = dec(candle.close, "Candle.close")
+        try:
+            close = dec(candle.close, "Candle.close")
+            open_, high = dec(candle.open, "Candle.open"), dec(candle.high, "Candle.high")
+            low = dec(candle.low, "Candle.low")
+        except ValueError as exc:
+            raise InvalidMessage(f"candle {candle.meta.id}: {exc}") from None
         if close <= 0:
             raise InvalidMessage(f"candle {candle.meta.id}: close {candle.close!r} is not "
                                  "positive")
-        return _Candle(key, candle.meta.event_time_ms, close)
+        return _Candle(key, candle.meta.event_time_ms, close, candle.open_time_ms, open_, high,
+                       low)
 
     def _parse_signal(self, key: str, signal: signal_pb2.Signal) -> _Signal:
         price = dec(signal.reference_price, "Signal.reference_price")
@@ -279,7 +304,26 @@ class RiskHandler(Handler):
         self.breakers.move(candle.time_ms, move)
         return self.breakers.check(candle.time_ms, self.equity())
 
+    def _protective(self, candle: _Candle) -> None:
+        """Book the exit the executor makes when this candle triggers the position's stop-loss
+        or take-profit (the same `triggers.check`, at the hit price, before the close marks)."""
+        protect = self.protect.get(candle.key)
+        if protect is None or candle.open_ms < protect.from_ms:
+            return
+        hit = triggers.check(protect.exits, candle.open, candle.high, candle.low)
+        if hit is None:
+            return
+        key = candle.key
+        quantity = self.book.quantity(key)
+        trade = self.ledger.open.get(key)
+        self.stopped += 1
+        self._book(key, trade.strategy if trade else "", -quantity, hit.price, candle.time_ms,
+                   protection.exit_order_id(protect.cause, hit.reason), True)
+        log.info("position closed by its %s", hit.reason, extra={
+            "key": key, "price": to_str(hit.price), "event_time_ms": candle.time_ms})
+
     def _candle(self, candle: _Candle, out: Outbox) -> None:
+        self._protective(candle)
         change = self._mark(candle)
         if change is not None:
             self._announce(change, out)
@@ -375,7 +419,7 @@ class RiskHandler(Handler):
         coid = ids.client_order_id(signal.meta.id)
         decision.client_order_id = coid
         self._book(key, signal.strategy, proposal.target - self.book.quantity(key), price, t,
-                   coid, proposal.reduce_only)
+                   coid, proposal.reduce_only, signal.stop_loss, signal.take_profit)
         out.emit(topics.RISK_DECISION, key, decision)
         out.emit(topics.ORDER_APPROVED, key, order_approved_pb2.ApprovedOrder(
             meta=common_pb2.Meta(id=coid, cause_id=decision.meta.id, event_time_ms=t,
@@ -388,13 +432,28 @@ class RiskHandler(Handler):
         ))
 
     def _book(self, key: str, strategy: str, delta: Decimal, price: Decimal, time_ms: int,
-              order_id: str, reduce_only: bool) -> None:
+              order_id: str, reduce_only: bool, stop_loss: str = "",
+              take_profit: str = "") -> None:
         """Book an approved order: in the strategy ledger (from the position before it), then
-        in the book. Live approvals and the restore go through here alike."""
+        in the book, then its stops. Live approvals and the restore go through here alike."""
         before = self.book.positions.get(key)
         self.ledger.record(key, strategy, before, delta, price, time_ms, order_id, reduce_only)
         self.book.apply(key, delta, price)
         after = self.book.positions.get(key)
+        what = protection.change(before.quantity if before else ZERO,
+                                 after.quantity if after else ZERO, reduce_only)
+        if what == "none":
+            self.protect.pop(key, None)
+        elif what == "new":
+            try:
+                exits = protection.exits(after.quantity > 0,  # type: ignore[union-attr]
+                                         stop_loss, take_profit)
+            except ValueError:
+                exits = None  # the executor ignores them too (and logs why)
+            if exits is None:
+                self.protect.pop(key, None)
+            else:
+                self.protect[key] = _Protect(exits, time_ms, order_id)
         if after is None:
             self.extremes.pop(key, None)
         elif before is None or (before.quantity > 0) != (after.quantity > 0):
@@ -505,7 +564,7 @@ class RiskHandler(Handler):
         self._restore_orders.append(_Booked(
             key, order.meta.event_time_ms, order.strategy,
             quantity if order.side == common_pb2.SIDE_BUY else -quantity, price,
-            order.client_order_id, order.reduce_only))
+            order.client_order_id, order.reduce_only, order.stop_loss, order.take_profit))
 
     def restored(self) -> None:
         """Replay the approved orders with the candles up to where the merge had got, in its
@@ -520,6 +579,7 @@ class RiskHandler(Handler):
             while i < len(orders) and orders[i].time_ms < candle.time_ms:
                 self._book_restored(orders[i])
                 i += 1
+            self._protective(candle)
             self._mark(candle)
         for order in orders[i:]:
             self._book_restored(order)
@@ -535,7 +595,8 @@ class RiskHandler(Handler):
         self._restored_prices.clear()
 
     def _book_restored(self, o: _Booked) -> None:
-        self._book(o.key, o.strategy, o.delta, o.price, o.time_ms, o.order_id, o.reduce_only)
+        self._book(o.key, o.strategy, o.delta, o.price, o.time_ms, o.order_id, o.reduce_only,
+                   o.stop_loss, o.take_profit)
 
     # -- host contract ---------------------------------------------------------------------------
 

@@ -1,0 +1,46 @@
+"""Which stops protect a position: one rule for the paper executor, the risk gate's book and the
+backtests, so all of them close the same position on the same candle.
+
+An order that opens a position, flips it, or (not reduce-only) adds to it brings its own
+stop-loss and take-profit: they protect the whole position from then on. An order that only
+reduces it keeps the protection it had; a position back to zero has none. The stops are checked
+by `meridian_common.triggers.check` from the first candle whose open is at or after the order
+(a market order fills at that open), so the executor, which fills, and the risk gate, which
+only books the approval, agree on where a position ends.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from meridian_common import ids, triggers
+from meridian_common.money import ZERO, dec
+
+Change = Literal["new", "keep", "none"]
+
+
+def change(before: Decimal, after: Decimal, reduce_only: bool) -> Change:
+    """What happens to a position's protection when an order moves it from before to after."""
+    if after == ZERO:
+        return "none"
+    flipped = before == ZERO or (before > 0) != (after > 0)
+    if flipped or (not reduce_only and abs(after) > abs(before)):
+        return "new"
+    return "keep"
+
+
+def exits(long: bool, stop_loss: str, take_profit: str) -> triggers.Exits[Decimal] | None:
+    """The exits an order's stop-loss / take-profit strings set (None when it has neither);
+    ValueError names a malformed or misplaced price."""
+    if not stop_loss and not take_profit:
+        return None
+    return triggers.Exits(
+        "long" if long else "short",
+        stop_loss=dec(stop_loss, "stop_loss") if stop_loss else None,
+        take_profit=dec(take_profit, "take_profit") if take_profit else None)
+
+
+def exit_order_id(cause: str, reason: str) -> str:
+    """The client order id of the exit a triggered stop makes (the same everywhere)."""
+    return ids.client_order_id(f"{cause}:{reason}")
