@@ -202,7 +202,7 @@ async def test_ping_frames_are_answered(make_server: Any, http: Any, path: str) 
 
 async def test_ws_handshake_on_unknown_path_is_refused(make_server: Any, http: Any) -> None:
     server = await make_server(OCT_1_2021)
-    async with http.get(f"{server.base_url}/stream.bybit.com/v5/private",
+    async with http.get(f"{server.base_url}/stream.bybit.com/v5/trade",
                         headers={"Upgrade": "websocket", "Connection": "Upgrade"}) as response:
         assert response.status == 404
 

@@ -4,7 +4,11 @@
         --start 2021-01-01 --speed 3600
 
 It prints its base URL on the first line of stdout (so a parent process can read it, also with
---port 0) and runs until SIGINT/SIGTERM. Faults and the clock are driven via /_admin/... .
+--port 0) and runs until SIGINT/SIGTERM. Faults and the clock are driven via /_admin/... , and
+the trading truth is read from GET /_admin/orders (executions, positions, wallet).
+Trading accounts: --api-key KEY:SECRET (repeatable; default the package's TEST_API_KEY /
+TEST_API_SECRET), each starting with --usdt USDT; --no-timestamp-check accepts signed requests
+whatever their timestamp (for clients that cannot follow a jumping fake clock).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import contextlib
 import signal
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 
+from meridian_fake_exchange.auth import TEST_API_KEY, TEST_API_SECRET
 from meridian_fake_exchange.clock import FakeClock
 from meridian_fake_exchange.server import FakeExchange
 
@@ -34,6 +40,23 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _key_pair(text: str) -> tuple[str, str]:
+    key, sep, secret = text.partition(":")
+    if not sep or not key or not secret:
+        raise argparse.ArgumentTypeError("expected KEY:SECRET")
+    return key, secret
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m meridian_fake_exchange",
                                      description=__doc__.split("\n\n")[0])
@@ -49,6 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="default: the shared data directory")
     parser.add_argument("--rate-limit-per-s", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--api-key", type=_key_pair, action="append", dest="api_keys",
+                        metavar="KEY:SECRET", help="a trading account (repeatable); default: "
+                        "the package's TEST_API_KEY:TEST_API_SECRET")
+    parser.add_argument("--usdt", type=_amount, default=Decimal(100_000),
+                        help="starting USDT of every account (default 100000)")
+    parser.add_argument("--no-timestamp-check", action="store_true",
+                        help="accept signed requests whatever their X-BAPI-TIMESTAMP")
     return parser.parse_args(argv)
 
 
@@ -56,7 +86,10 @@ async def serve(args: argparse.Namespace) -> None:
     clock = FakeClock(args.start, args.speed, paused=args.paused)
     server = FakeExchange(args.symbols, args.timeframes, clock, args.data_dir, host=args.host,
                           port=args.port, rate_limit_per_s=args.rate_limit_per_s,
-                          seed=args.seed)
+                          seed=args.seed,
+                          api_keys=dict(args.api_keys or [(TEST_API_KEY, TEST_API_SECRET)]),
+                          balances={"USDT": args.usdt},
+                          check_timestamp=not args.no_timestamp_check)
     await server.start()
     print(server.base_url, flush=True)
     stop = asyncio.Event()

@@ -4,11 +4,25 @@
        actions and their fields (same meaning as the FakeExchange methods):
          rate_limit n | server_error n status | slow seconds n | rate_limit_per_s rate
          drop_ws after | drop_ws_every k | duplicate_ws p | reorder_ws p
-         correction symbol timeframe open_time_ms [values] [delay_ms] | clear
+         correction symbol timeframe open_time_ms [values] [delay_ms]
+         reject_orders code msg [n=1]            next n order creates answer retCode code
+         accept_then_timeout [n=1] [delay_s=30] [drop=false]
+                                                 next n accepted creates: answer held back
+                                                 delay_s (client times out) or connection cut
+         partial_fills pieces [n=1]              next n orders fill in `pieces` parts
+         clear                                   removes every fault above
+  GET  /_admin/orders         {"orders": [...every accepted order, Bybit shape + "category",
+                              "account"], "create_requests": {orderLinkId: count}}
+                              (?api_key=K for one account), so another process can assert
+                              "the exchange saw no duplicate order"
+  GET  /_admin/executions     {"executions": [...]}; /_admin/positions {"positions": [...]}
+  GET  /_admin/wallet?api_key=K   the UNIFIED wallet (api_key optional with one account)
   GET  /_admin/stats          request/push counters; POST /_admin/stats/reset zeroes them
   GET  /_admin/clock          {"now_ms", "speed", "paused"}
   POST /_admin/clock          any of {"set_ms", "advance_ms", "speed", "pause": true|false}
   GET  /_admin/info           symbols, timeframes, base URL, clock
+
+No route here ever returns an API secret.
 """
 
 from __future__ import annotations
@@ -46,6 +60,11 @@ def _fault_actions(server: FakeExchange) -> dict[str, Callable[[dict[str, Any]],
         "duplicate_ws": lambda b: server.duplicate_ws(float(b["p"])),
         "reorder_ws": lambda b: server.reorder_ws(float(b["p"])),
         "correction": correction,
+        "reject_orders": lambda b: server.reject_orders(int(b["code"]), str(b.get("msg", "")),
+                                                        int(b.get("n", 1))),
+        "accept_then_timeout": lambda b: server.accept_then_timeout(
+            int(b.get("n", 1)), float(b.get("delay_s", 30.0)), drop=bool(b.get("drop", False))),
+        "partial_fills": lambda b: server.partial_fills(int(b["pieces"]), int(b.get("n", 1))),
         "clear": lambda b: server.clear_faults(),
     }
 
@@ -110,6 +129,25 @@ class _Admin:
     async def info(self, request: web.Request) -> web.Response:
         return web.json_response(self.server.describe())
 
+    async def truth(self, request: web.Request) -> web.Response:
+        """GET /_admin/{orders,executions,positions,wallet}[?api_key=K]."""
+        what = request.match_info["what"]
+        key = request.query.get("api_key") or None
+        server = self.server
+        try:
+            if what == "orders":
+                body: dict[str, Any] = {"orders": server.orders(key),
+                                        "create_requests": dict(server.engine.create_requests)}
+            elif what == "executions":
+                body = {"executions": server.executions(key)}
+            elif what == "positions":
+                body = {"positions": server.positions(key)}
+            else:
+                body = {"wallet": server.wallet(key)}
+        except (KeyError, ValueError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response(body)
+
 
 def admin_routes(server: FakeExchange) -> list[web.RouteDef]:
     admin = _Admin(server)
@@ -120,4 +158,5 @@ def admin_routes(server: FakeExchange) -> list[web.RouteDef]:
         web.get("/_admin/clock", admin.get_clock),
         web.post("/_admin/clock", admin.post_clock),
         web.get("/_admin/info", admin.info),
+        web.get("/_admin/{what:orders|executions|positions|wallet}", admin.truth),
     ]

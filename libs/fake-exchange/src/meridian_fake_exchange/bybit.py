@@ -6,7 +6,8 @@ REST (host api.bybit.com):
   GET /v5/market/kline              newest first, limit 1..1000 (default 200), start/end
   GET /v5/market/funding/history    linear only, newest first, limit 1..200 (default 200)
 WebSocket (host stream.bybit.com): /v5/public/spot and /v5/public/linear with
-  {"op":"subscribe","args":["kline.60.BTCUSDT"]}, unsubscribe and {"op":"ping"}.
+  {"op":"subscribe","args":["kline.60.BTCUSDT"]}, unsubscribe and {"op":"ping"}; /v5/private
+  is served by bybit_stream.py (the private REST API by bybit_private.py).
 
 Every REST answer is HTTP 200 with the v5 envelope {"retCode","retMsg","result","retExtInfo",
 "time"}; errors use retCode 10001 (ccxt: BadRequest, or BadSymbol for the message "Not
@@ -17,14 +18,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from meridian_fake_exchange.context import Context, dumps
+from meridian_fake_exchange.data import MarketData
 from meridian_fake_exchange.market import Event
-from meridian_fake_exchange.specs import decimals, spec_for, split_symbol
+from meridian_fake_exchange.specs import Spec, decimals, spec_for, split_symbol
 from meridian_fake_exchange.venue import (
     ParamError,
     Venue,
@@ -41,9 +43,10 @@ BAD_INTERVAL = "Invalid period!"
 KLINE_MAX, KLINE_DEFAULT = 1000, 200
 FUNDING_MAX, FUNDING_DEFAULT = 200, 200
 INSTRUMENTS_MAX, INSTRUMENTS_DEFAULT = 1000, 500
+PrivateSessionFactory = Callable[[Context, web.Request, web.WebSocketResponse], PushSession]
 
 
-def _envelope(ctx: Context, result: Any, code: int = 0, msg: str = "OK") -> web.Response:
+def envelope(ctx: Context, result: Any, code: int = 0, msg: str = "OK") -> web.Response:
     now = ctx.now_ms()
     body = {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": now}
     return web.Response(text=dumps(body), content_type="application/json",
@@ -63,12 +66,20 @@ def _time_param(query: Mapping[str, str], name: str) -> int | None:
     return int_param(query, name, ParamError(PARAMS_ERROR, f"params error: {name} invalid"))
 
 
+def bybit_spec(data: MarketData, kind: str, symbol: str) -> Spec:
+    """The instrument rules Bybit publishes for `symbol` ("spot" or "linear")."""
+    series = [s for (sym, _), s in data.candles.items() if sym == symbol]
+    return spec_for("bybit", kind, symbol, max((s.price_dp for s in series), default=2))
+
+
 class Bybit(Venue):
     rest_hosts = frozenset({"api.bybit.com", "api.bytick.com"})
     ws_hosts = frozenset({"stream.bybit.com"})
 
-    def __init__(self, timeframes: tuple[str, ...]) -> None:
+    def __init__(self, timeframes: tuple[str, ...],
+                 private_session: PrivateSessionFactory | None = None) -> None:
         self.interval_to_tf = {bybit_interval(tf): tf for tf in timeframes}
+        self.private_session = private_session
 
     # -- REST ----------------------------------------------------------------------------------
 
@@ -84,12 +95,12 @@ class Bybit(Venue):
         if handler is None:
             return web.Response(status=404, text=""), True
         try:
-            return _envelope(ctx, handler(ctx, query)), False
+            return envelope(ctx, handler(ctx, query)), False
         except ParamError as exc:
-            return _envelope(ctx, {}, exc.code, exc.msg), True
+            return envelope(ctx, {}, exc.code, exc.msg), True
 
     def rate_limited(self, ctx: Context, retry_after_s: int) -> web.Response:
-        response = _envelope(ctx, {}, TOO_MANY_VISITS, "Too many visits!")
+        response = envelope(ctx, {}, TOO_MANY_VISITS, "Too many visits!")
         response.headers["X-Bapi-Limit-Status"] = "0"
         response.headers["X-Bapi-Limit-Reset-Timestamp"] = str(ctx.now_ms() + 1000 * retry_after_s)
         return response
@@ -115,13 +126,9 @@ class Bybit(Venue):
             result["nextPageCursor"] = ""
         return result
 
-    def _price_dp(self, ctx: Context, symbol: str) -> int:
-        series = [s for (sym, _), s in ctx.market.data.candles.items() if sym == symbol]
-        return max((s.price_dp for s in series), default=2)
-
     def _spot_item(self, ctx: Context, symbol: str) -> dict[str, Any]:
         base, quote = split_symbol(symbol)
-        spec = spec_for("bybit", "spot", symbol, self._price_dp(ctx, symbol))
+        spec = bybit_spec(ctx.market.data, "spot", symbol)
         return {
             "symbol": symbol, "baseCoin": base, "quoteCoin": quote, "innovation": "0",
             "status": "Trading", "marginTrading": "utaOnly", "stTag": "0",
@@ -134,7 +141,7 @@ class Bybit(Venue):
 
     def _linear_item(self, ctx: Context, symbol: str) -> dict[str, Any]:
         base, quote = split_symbol(symbol)
-        spec = spec_for("bybit", "linear", symbol, self._price_dp(ctx, symbol))
+        spec = bybit_spec(ctx.market.data, "linear", symbol)
         return {
             "symbol": symbol, "contractType": "LinearPerpetual", "status": "Trading",
             "baseCoin": base, "quoteCoin": quote, "launchTime": str(spec.launch_ms),
@@ -190,11 +197,15 @@ class Bybit(Venue):
     # -- WebSocket -----------------------------------------------------------------------------
 
     def ws_path_ok(self, host: str, path: str) -> bool:
+        if path == "v5/private":
+            return self.private_session is not None
         return path in ("v5/public/spot", "v5/public/linear", "v5/public/inverse",
                         "v5/public/option")
 
     def session(self, ctx: Context, host: str, path: str, request: web.Request,
                 ws: web.WebSocketResponse) -> PushSession:
+        if path == "v5/private" and self.private_session is not None:
+            return self.private_session(ctx, request, ws)
         return BybitSession(ctx, request, ws, path.rsplit("/", 1)[-1], self.interval_to_tf)
 
 

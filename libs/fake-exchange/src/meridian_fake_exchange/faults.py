@@ -104,6 +104,48 @@ class Stats:
 
 
 @dataclass
+class OrderFaults:
+    """Faults of the private order-create endpoint, each consumed by the next create requests.
+
+    `reject_*`: the next n authenticated creates answer retCode `reject_code` (nothing is
+    recorded). `timeout_*`: the next n creates that are accepted are recorded and matched, but
+    the HTTP answer is held back `timeout_delay_s` real seconds (or the connection is dropped),
+    the ambiguous outcome an executor must resolve by looking the order up. `partial_*`: the
+    next n accepted orders fill in `partial_pieces` equal parts, one per matching step.
+    """
+
+    reject_left: int = 0
+    reject_code: int = 0
+    reject_msg: str = ""
+    timeout_left: int = 0
+    timeout_delay_s: float = 30.0
+    timeout_drop: bool = False
+    partial_left: int = 0
+    partial_pieces: int = 1
+
+    def take_reject(self) -> tuple[int, str] | None:
+        if self.reject_left <= 0:
+            return None
+        self.reject_left -= 1
+        return self.reject_code, self.reject_msg
+
+    def take_timeout(self) -> tuple[float, bool] | None:
+        if self.timeout_left <= 0:
+            return None
+        self.timeout_left -= 1
+        return self.timeout_delay_s, self.timeout_drop
+
+    def take_pieces(self) -> int:
+        if self.partial_left <= 0:
+            return 1
+        self.partial_left -= 1
+        return self.partial_pieces
+
+    def clear(self) -> None:
+        self.reject_left = self.timeout_left = self.partial_left = 0
+
+
+@dataclass
 class Faults:
     """The current fault settings; the server consults it on every request and push."""
 
@@ -117,6 +159,7 @@ class Faults:
     drop_every: int | None = None
     duplicate_p: float = 0.0
     reorder_p: float = 0.0
+    orders: OrderFaults = field(default_factory=OrderFaults)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -153,4 +196,5 @@ class Faults:
         self.bucket = None
         self.drop_every = None
         self.duplicate_p = self.reorder_p = 0.0
+        self.orders.clear()
         self.rng = random.Random(self.seed)  # noqa: S311

@@ -1,9 +1,11 @@
 """The server: one aiohttp app on one port for REST, WebSocket and the admin route.
 
-Requests arrive as `/<original host>/<original path>` (see meridian_ingest's `reroute_urls`), so
-the first path segment picks the venue: api.bybit.com, stream.bybit.com, api.binance.com,
-fapi.binance.com, stream.binance.com, fstream.binance.com. `/_admin/...` lets another process
-inject faults, move the clock and read statistics.
+Requests arrive as `/<original host>/<original path>` (see meridian_common.ccxt_urls'
+`reroute_urls`), so the first path segment picks the venue: api.bybit.com, stream.bybit.com,
+api.binance.com, fapi.binance.com, stream.binance.com, fstream.binance.com. Bybit's signed
+trading endpoints (GET and POST) go to bybit_private.py, its private stream to bybit_stream.py,
+both over one matching engine (matching.py). `/_admin/...` lets another process inject faults,
+move the clock, read statistics and read the trading truth.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +22,57 @@ from aiohttp import web
 
 from meridian_common.marketdata import RawCandle, default_data_dir, timeframe_ms
 from meridian_fake_exchange.admin import admin_routes
+from meridian_fake_exchange.auth import TEST_API_KEY, TEST_API_SECRET, Authenticator
 from meridian_fake_exchange.binance import Binance
-from meridian_fake_exchange.bybit import Bybit
+from meridian_fake_exchange.bybit import Bybit, bybit_spec
+from meridian_fake_exchange.bybit_private import BybitPrivate
+from meridian_fake_exchange.bybit_stream import BybitPrivateSession
+from meridian_fake_exchange.bybit_views import (
+    execution_view,
+    order_view,
+    position_view,
+    wallet_view,
+)
 from meridian_fake_exchange.clock import FakeClock
 from meridian_fake_exchange.context import Context
 from meridian_fake_exchange.data import FundingRow, MarketData
 from meridian_fake_exchange.faults import Faults, RestFault, Stats
 from meridian_fake_exchange.market import Correction, MarketView
+from meridian_fake_exchange.matching import Engine
+from meridian_fake_exchange.pricing import PricePath
+from meridian_fake_exchange.specs import Spec
+from meridian_fake_exchange.trading import Account, Fees
 from meridian_fake_exchange.venue import Venue
 
 log = logging.getLogger(__name__)
 
 
 class FakeExchange:
-    """A local Bybit v5 + Binance (spot, USDT-M) public API over the shared CSV data.
+    """A local Bybit v5 (public + private trading) and Binance (spot, USDT-M, public) API over
+    the shared CSV data.
 
     >>> clock = FakeClock(start_ms=1_633_046_400_000, speed=3600.0)
     >>> server = FakeExchange(symbols=("BTCUSDT",), timeframes=("1h",), clock=clock)
     >>> await server.start(); server.base_url   # "http://127.0.0.1:PORT"
     >>> ...; await server.stop()
 
+    Trading (Bybit v5 private API, linear USDT perpetuals and spot): every key of `api_keys`
+    (default {TEST_API_KEY: TEST_API_SECRET}) is one unified account starting with `balances`
+    (default 100000 USDT), leverage 10 and one-way mode. Fees: `fees` (Bybit's defaults:
+    linear taker 0.00055 / maker 0.0002, spot 0.001). Signed timestamps are checked against the
+    fake clock unless `check_timestamp=False`. Orders match against the forming candle's
+    close of the finest served timeframe (see pricing.py, matching.py), on every private
+    request and every `match_interval_s` real seconds.
+
     Fault injection (Python here, JSON through POST /_admin/faults): `rate_limit`,
     `server_error`, `slow`, `drop_ws`, `drop_ws_every`, `duplicate_ws`, `reorder_ws`,
-    `correction`, `set_rate_limit_per_s`, `clear_faults`. `stats` counts every request.
+    `correction`, `set_rate_limit_per_s`, and for order creates `reject_orders`,
+    `accept_then_timeout`, `partial_fills`; `clear_faults` removes all. `stats` counts every
+    request.
+
+    Truth for assertions (also GET /_admin/orders, /_admin/executions, /_admin/positions,
+    /_admin/wallet): `orders()`, `executions()`, `positions()`, `wallet()`,
+    `create_requests(order_link_id)`; `match_now()` runs a matching step at once.
     """
 
     def __init__(self, symbols: Iterable[str] = ("BTCUSDT", "ETHUSDT"),
@@ -49,9 +80,15 @@ class FakeExchange:
                  data_dir: Path | str | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, rate_limit_per_s: float | None = None, seed: int = 0,
                  ws_poll_interval_s: float = 0.01,
-                 ws_update_fractions: tuple[float, ...] = (0.0, 0.5)) -> None:
+                 ws_update_fractions: tuple[float, ...] = (0.0, 0.5),
+                 api_keys: Mapping[str, str] | None = None,
+                 balances: Mapping[str, Decimal | str | int] | None = None,
+                 fees: Fees | None = None, check_timestamp: bool = True,
+                 match_interval_s: float = 0.05) -> None:
         if ws_poll_interval_s <= 0:
             raise ValueError(f"ws_poll_interval_s must be > 0, got {ws_poll_interval_s}")
+        if match_interval_s <= 0:
+            raise ValueError(f"match_interval_s must be > 0, got {match_interval_s}")
         self.symbols = tuple(s.upper() for s in symbols)
         self.timeframes = tuple(timeframes)
         for tf in self.timeframes:
@@ -73,9 +110,29 @@ class FakeExchange:
         self.faults = Faults(seed=seed)
         self.faults.set_rate_limit_per_s(rate_limit_per_s)
         self.ctx = Context(self.market, self.faults, self.stats, ws_poll_interval_s)
-        self.venues: list[Venue] = [Bybit(self.timeframes), Binance(self.timeframes)]
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
+        keys = dict(api_keys) if api_keys is not None else {TEST_API_KEY: TEST_API_SECRET}
+        start_balances = {coin: Decimal(str(amount)) for coin, amount in
+                          (balances if balances is not None else {"USDT": 100_000}).items()}
+        self.engine = Engine(PricePath(data), self._spec, self.symbols, fees or Fees(),
+                             self.faults.orders, keys, start_balances, seed)
+        self._closing = asyncio.Event()
+        auth = Authenticator(keys, check_timestamp=check_timestamp)
+        self.private = BybitPrivate(self.ctx, self.engine, auth, self._spec,
+                                    self.faults.orders, self._closing)
+
+        def private_stream(ctx: Context, request: web.Request,
+                           ws: web.WebSocketResponse) -> BybitPrivateSession:
+            return BybitPrivateSession(ctx, request, ws, self.engine, auth, self._spec)
+
+        self.venues: list[Venue] = [Bybit(self.timeframes, private_stream),
+                                    Binance(self.timeframes)]
+        self.match_interval_s = match_interval_s
+        self._matcher: asyncio.Task[None] | None = None
+
+    def _spec(self, category: str, symbol: str) -> Spec:
+        return bybit_spec(self.market.data, category, symbol)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -96,15 +153,32 @@ class FakeExchange:
         server = site._server
         if server is not None and server.sockets:  # port 0: read the one the OS picked
             self.port = server.sockets[0].getsockname()[1]
+        self._closing.clear()
+        self._matcher = asyncio.create_task(self._match_loop())
         log.info("fake exchange listening on %s", self.base_url)
         return self
 
     async def stop(self) -> None:
+        self._closing.set()  # releases answers held back by accept_then_timeout
+        if self._matcher is not None:
+            self._matcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._matcher
+            self._matcher = None
         for session in list(self.ctx.sessions):
             session.abort(fault=False)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _match_loop(self) -> None:
+        """Fill resting orders and stops while the clock runs, even when nobody asks."""
+        while True:
+            await asyncio.sleep(self.match_interval_s)
+            try:
+                self.match_now()
+            except Exception:  # a bug here must not silently stop all matching
+                log.exception("matching step failed")
 
     async def __aenter__(self) -> FakeExchange:
         return await self.start()
@@ -167,6 +241,36 @@ class FakeExchange:
         return self.market.add_correction(symbol.upper(), timeframe, open_time_ms, values,
                                           delay_ms)
 
+    # -- order faults --------------------------------------------------------------------------
+
+    def reject_orders(self, code: int, msg: str, n: int = 1) -> None:
+        """The next `n` authenticated order creates answer retCode `code` / retMsg `msg` and
+        are not recorded (e.g. 10006 rate limit, 10016 system error, 110007 margin)."""
+        if code == 0:
+            raise ValueError("reject_orders needs a non-zero retCode")
+        orders = self.faults.orders
+        orders.reject_left, orders.reject_code, orders.reject_msg = n, int(code), str(msg)
+
+    def accept_then_timeout(self, n: int = 1, delay_s: float = 30.0, *,
+                            drop: bool = False) -> None:
+        """The next `n` order creates that are accepted ARE recorded and matched, but the
+        answer is held back `delay_s` real seconds (ccxt raises RequestTimeout when that is
+        longer than its `timeout`), or with `drop` the connection is cut at once (ccxt:
+        ExchangeNotAvailable). Rejected creates are answered normally and do not count."""
+        if delay_s < 0:
+            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
+        orders = self.faults.orders
+        orders.timeout_left, orders.timeout_delay_s, orders.timeout_drop = n, delay_s, drop
+
+    def partial_fills(self, pieces: int, n: int = 1) -> None:
+        """The next `n` accepted orders fill in `pieces` equal parts (rounded down to the qty
+        step, the last takes the rest), one part per matching step at a later clock time, so
+        PartiallyFilled is observable; a market order keeps filling at each step's price."""
+        if pieces < 2:
+            raise ValueError(f"partial_fills needs pieces >= 2, got {pieces}")
+        orders = self.faults.orders
+        orders.partial_left, orders.partial_pieces = n, pieces
+
     def clear_faults(self) -> None:
         """Remove every injected fault, the rate limiter and pending corrections."""
         self.faults.clear()
@@ -186,6 +290,60 @@ class FakeExchange:
         series = self.market.data.funding.get(symbol.upper())
         return [] if series is None else series.between(start_ms, end_ms)
 
+    # -- the trading truth ---------------------------------------------------------------------
+
+    def match_now(self) -> None:
+        """Run a matching step at the current fake time (requests and a background task do
+        this anyway; the truth methods below call it first)."""
+        self.engine.step(self.clock.now_ms())
+
+    def create_requests(self, order_link_id: str) -> int:
+        """How many authenticated create requests named this orderLinkId (accepted, rejected
+        or duplicate alike): 1 means the exchange saw the order once."""
+        return self.engine.create_requests[order_link_id]
+
+    def orders(self, api_key: str | None = None) -> list[dict[str, Any]]:
+        """Every accepted order (oldest first) in Bybit's order shape, plus "category" and
+        "account" (the API key); all accounts unless `api_key` is given."""
+        self.match_now()
+        return [{**order_view(o, self._spec(o.category, o.symbol)), "category": o.category,
+                 "account": a.api_key} for a in self._accounts(api_key) for o in a.orders]
+
+    def executions(self, api_key: str | None = None) -> list[dict[str, Any]]:
+        """Every fill (oldest first) in Bybit's execution shape, plus "category", "account"."""
+        self.match_now()
+        return [{**execution_view(e, self._spec(e.order.category, e.order.symbol)),
+                 "category": e.order.category, "account": a.api_key}
+                for a in self._accounts(api_key) for e in a.executions]
+
+    def positions(self, api_key: str | None = None) -> list[dict[str, Any]]:
+        """Open (non-zero) linear positions in Bybit's position shape, plus "account"."""
+        self.match_now()
+        price_of = self.engine.price_of(self.clock.now_ms())
+        return [{**position_view(a, p, price_of(p.symbol), self._spec("linear", p.symbol)),
+                 "account": a.api_key}
+                for a in self._accounts(api_key)
+                for p in sorted(a.positions.values(), key=lambda p: (p.symbol, p.idx))
+                if p.qty != 0]
+
+    def wallet(self, api_key: str | None = None) -> dict[str, Any]:
+        """One account's UNIFIED wallet in Bybit's wallet-balance shape (totals and a "coin"
+        list with walletBalance, equity, unrealisedPnl, cumRealisedPnl, margins per coin)."""
+        self.match_now()
+        accounts = self._accounts(api_key)
+        if len(accounts) != 1:
+            raise ValueError(f"wallet() needs api_key= with several accounts: "
+                             f"{sorted(self.engine.accounts)}")
+        return wallet_view(accounts[0], self.engine.price_of(self.clock.now_ms()),
+                           self.engine.fees)
+
+    def _accounts(self, api_key: str | None) -> list[Account]:
+        if api_key is None:
+            return list(self.engine.accounts.values())
+        if api_key not in self.engine.accounts:
+            raise KeyError(f"no account for API key {api_key!r}")
+        return [self.engine.accounts[api_key]]
+
     # -- dispatch ------------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -194,7 +352,8 @@ class FakeExchange:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, host, path)
         venue = next((v for v in self.venues if host in v.rest_hosts), None)
-        if venue is None or request.method != "GET":
+        private = isinstance(venue, Bybit) and self.private.handles(request.method, path)
+        if venue is None or (request.method != "GET" and not private):
             return web.Response(status=404, text=f"no such endpoint: {host}/{path}")
         key = (host, path)
         self.stats.requests[key] += 1
@@ -208,7 +367,10 @@ class FakeExchange:
         if decision.fault is RestFault.SERVER_ERROR:
             self.stats.server_errors[key] += 1
             return venue.server_error(decision.status)
-        response, is_error = await venue.rest(self.ctx, host, path, request.query)
+        if private:
+            response, is_error = await self.private.handle(request, path)
+        else:
+            response, is_error = await venue.rest(self.ctx, host, path, request.query)
         if is_error:
             self.stats.errors[key] += 1
         return response
@@ -230,7 +392,9 @@ class FakeExchange:
                 "timeframes": list(self.timeframes),
                 "series": sorted(f"{s} {tf}" for s, tf in self.market.data.candles),
                 "funding": sorted(self.market.data.funding), "now_ms": self.clock.now_ms(),
-                "speed": self.clock.speed, "paused": self.clock.paused}
+                "speed": self.clock.speed, "paused": self.clock.paused,
+                "accounts": sorted(self.engine.accounts),  # API keys only, never secrets
+                "check_timestamp": self.private.auth.check_timestamp}
 
 
 def _probability(p: float) -> float:

@@ -1,6 +1,7 @@
-"""Helpers for tests that talk to the fake over raw WebSockets (no test framework imported).
+"""Helpers for tests against the fake (no test framework imported).
 
-ccxt-based tests need nothing from here; these are for asserting on the exact frames.
+`follow_fake_clock` makes an in-process ccxt client sign with the fake clock's time; the rest
+is for asserting on exact WebSocket frames.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from aiohttp import ClientWebSocketResponse, WSMsgType
 
 from meridian_common.marketdata import RawCandle
+from meridian_fake_exchange.clock import FakeClock
 from meridian_fake_exchange.server import FakeExchange
 
 #: (ccxt id, the one market type to load, a unified symbol) for every venue the fake serves
@@ -21,6 +23,18 @@ CCXT_VENUES: list[tuple[str, str, str]] = [
     ("binance", "spot", "BTC/USDT"),
     ("binance", "linear", "BTC/USDT:USDT"),
 ]
+
+
+def follow_fake_clock(exchange: Any, clock: FakeClock) -> None:
+    """Make a ccxt client sign requests with the fake clock's time (its nonce), so signed
+    timestamps stay inside Bybit's recv window however the clock is paused, jumped or sped up.
+
+    In-process only. A client in another process uses ccxt's own mechanism instead: option
+    `adjustForTimeDifference` or `await exchange.load_time_difference()` (reads
+    /v5/market/time), again after the fake clock jumps; or the server is started with
+    `check_timestamp=False`.
+    """
+    exchange.nonce = clock.now_ms
 
 
 def ws_url(server: FakeExchange, path: str) -> str:
