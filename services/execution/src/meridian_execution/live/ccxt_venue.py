@@ -36,6 +36,8 @@ from meridian_execution.live.venue import (
 from meridian_execution.settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
+# ccxt logs every request with its headers at DEBUG, the API key among them: never below INFO
+logging.getLogger("ccxt").setLevel(logging.INFO)
 
 _JSON_TAIL = re.compile(r"(\{.*\})\s*$", re.S)
 
@@ -114,7 +116,7 @@ class CcxtVenue:
             return await coro
         except Exception as exc:  # every failure is classified below, none is ignored
             error = self._error(exc, submit=submit)
-            log.debug("venue call failed", extra={"call": what, "error": str(error)})
+            log.debug("venue call %s failed: %s", what, error)
             raise error from None
 
     # -- markets and clock ---------------------------------------------------------------------
@@ -123,11 +125,12 @@ class CcxtVenue:
         await self.refresh()
 
     async def refresh(self) -> None:
+        # the clock first: loading markets already signs private calls (account mode)
+        await self._call("load_time_difference", self.client.load_time_difference())
         markets = await self._call("load_markets", self.client.load_markets(reload=True))
         wanted = self.settings.market_type
         self._markets = {m["id"]: m for m in markets.values()
                          if (m.get("linear") if wanted == "linear" else m.get("spot"))}
-        await self._call("load_time_difference", self.client.load_time_difference())
 
     def _market(self, symbol: str) -> dict[str, Any]:
         market = self._markets.get(symbol)
@@ -173,10 +176,6 @@ class CcxtVenue:
         return VenueOrder(request.client_order_id, str(order.get("id") or ""), request.symbol,
                           _status(order), _filled(order), _average(order))
 
-    async def cancel(self, symbol: str, client_order_id: str) -> None:
-        market = self._market(symbol)
-        await self._call("cancel_order", self.client.cancel_order(
-            None, market["symbol"], {"clientOrderId": client_order_id}))
 
     async def open_orders(self, symbol: str) -> list[VenueOrder]:
         market = self._market(symbol)
@@ -188,10 +187,10 @@ class CcxtVenue:
         return VenueOrder(str(order.get("clientOrderId") or ""), str(order.get("id") or ""),
                           symbol, _status(order), _filled(order), _average(order))
 
-    async def position(self, symbol: str) -> Decimal:
+    async def position(self, symbol: str) -> Decimal | None:
         market = self._market(symbol)
         if market.get("spot"):
-            raise Rejected("position", "spot markets have balances, not positions")
+            return None  # a spot balance also moves by deposits and withdrawals: not compared
         rows = await self._call("fetch_positions",
                                 self.client.fetch_positions([market["symbol"]]))
         total = Decimal(0)
@@ -217,6 +216,13 @@ def _filled(order: dict[str, Any]) -> Decimal:
 def _average(order: dict[str, Any]) -> Decimal | None:
     value = order.get("average")
     return None if value in (None, 0, "0") else dec(str(value), "order.average")
+
+
+# how Bybit marks the orders it creates for a position's attached stop-loss / take-profit
+PROTECTIVE_CREATE = ("CreateByStopLoss", "CreateByTakeProfit", "CreateByTrailingStop",
+                     "CreateByPartialStopLoss", "CreateByPartialTakeProfit")
+PROTECTIVE_STOP_TYPES = frozenset({"StopLoss", "TakeProfit", "TrailingStop", "PartialStopLoss",
+                                   "PartialTakeProfit"})
 
 
 class BybitVenue(CcxtVenue):
@@ -256,6 +262,12 @@ class BybitVenue(CcxtVenue):
                           symbol, status, filled, average,
                           "" if reason in ("EC_NoError", "") else reason)
 
+    async def cancel(self, symbol: str, client_order_id: str) -> None:
+        """By orderLinkId (ccxt's cancel_order would send orderId=None along)."""
+        self._market(symbol)
+        await self._call("privatePostV5OrderCancel", self.client.privatePostV5OrderCancel(
+            {"category": self._category(), "symbol": symbol, "orderLinkId": client_order_id}))
+
     async def fills(self, symbol: str, since_ms: int) -> list[VenueFill]:
         market = self._market(symbol)
         trades = await self._call("fetch_my_trades", self.client.fetch_my_trades(
@@ -278,7 +290,9 @@ class BybitVenue(CcxtVenue):
             fee_currency=str(fee.get("currency") or self._market(symbol).get("settle") or ""),
             maker=str(info.get("isMaker")).lower() == "true"
             or trade.get("takerOrMaker") == "maker",
-            time_ms=int(info.get("execTime") or trade.get("timestamp") or 0))
+            time_ms=int(info.get("execTime") or trade.get("timestamp") or 0),
+            protective=str(info.get("createType", "")).startswith(PROTECTIVE_CREATE)
+            or str(info.get("stopOrderType", "")) in PROTECTIVE_STOP_TYPES)
 
 
 VENUES: dict[str, type[CcxtVenue]] = {"bybit": BybitVenue}

@@ -64,9 +64,11 @@ class _Live:
     key: str
     request: OrderRequest
     queued: bool = False  # waiting to be submitted
+    verify: bool = False  # may have been sent by the previous process: query before sending
     attempts: int = 0
     next_try: float = 0.0  # monotonic seconds
     submitted_at: float | None = None
+    sent: Decimal | None = None  # the quantity sent, rounded down to the exchange's step
     notional: Decimal = ZERO  # sum of fill quantity x price, for the average price
 
 
@@ -204,9 +206,8 @@ class LiveExecutionHandler(Handler):
             if event.average_price:
                 order.average_price = dec(event.average_price, "average_price")
                 live.notional = order.filled * order.average_price
-            live.queued = order.status == orders.PENDING_SUBMIT  # the crash came before a send
-            if live.queued:
-                live.attempts = 0
+            # PENDING_SUBMIT published, then the crash: sent or not, only the exchange knows
+            live.queued = live.verify = order.status == orders.PENDING_SUBMIT
         self._approved.clear()
         self._restored_events.clear()
 
@@ -234,17 +235,28 @@ class LiveExecutionHandler(Handler):
         except Fatal as exc:
             self._halt(out, f"exchange refused the credentials: {exc}")
         except VenueError as exc:
-            log.warning("exchange call failed; retrying at the next tick",
-                        extra={"error": str(exc)})
+            log.warning("exchange call failed, retrying at the next tick: %s", exc)
 
     async def _submit_due(self, out: Outbox, now: float, server_ms: int) -> None:
         for live in list(self.state.orders.values()):
             if not live.queued or live.next_try > now:
                 continue
-            if live.order.client_order_id in self.state.known:  # sent by the previous process
+            coid = live.order.client_order_id
+            found = self.state.known.pop(coid, None)  # sent by the previous process
+            if found is None and live.verify:
+                found = await self.venue.query(live.request.symbol, coid)
+            live.verify = False
+            if found is not None:
                 live.queued = False
-                self._sync(live, self.state.known.pop(live.order.client_order_id), out,
-                           server_ms)
+                self._sync(live, found, out, server_ms)
+                continue
+            blocked = "" if live.request.reduce_only else (
+                "kill switch engaged: only reduce-only orders are sent" if self.kill else
+                f"execution halted: {self.halted}" if self.halted else "")
+            if blocked:  # engaged or halted after the order was taken in: fail closed
+                live.queued = False
+                out.emit(topics.ORDER_EVENT, live.key,
+                         live.order.to(orders.REJECTED, server_ms, reason=blocked))
                 continue
             await self._submit(live, out, now, server_ms)
 
@@ -260,6 +272,7 @@ class LiveExecutionHandler(Handler):
             return
         live.attempts += 1
         live.submitted_at = now
+        live.sent = request.quantity
         try:
             answer = await self.venue.submit(request)
         except Duplicate:
@@ -393,7 +406,7 @@ class LiveExecutionHandler(Handler):
         fill_id = f"{coid}:x{fill.exec_id}"
         if fill_id in self.state.fill_ids:
             return
-        if live is None and fill.client_order_id:
+        if live is None and (fill.client_order_id or not fill.protective):
             return  # not ours (reconciliation flags it) or not re-consumed yet (adopted later)
         key = f"{self.exchange}:{fill.symbol}"
         side = common_pb2.SIDE_BUY if fill.side == "buy" else common_pb2.SIDE_SELL
@@ -410,17 +423,23 @@ class LiveExecutionHandler(Handler):
         if live is None:
             return  # the exchange's own order (an attached stop or take-profit)
         order = live.order
+        live.queued = live.verify = False  # the exchange has it: never send it (again)
         if order.status in (orders.PENDING_SUBMIT, orders.UNKNOWN):
             out.emit(topics.ORDER_EVENT, key, order.to(
                 orders.OPEN, fill.time_ms, exchange_order_id=fill.exchange_order_id))
+        if order.terminal:
+            log.error("fill for a finished order: %s", order.client_order_id)
+            return
         live.notional += fill.quantity * fill.price
         filled = min(order.filled + fill.quantity, order.quantity)
         status = orders.FILLED if filled == order.quantity else orders.PARTIALLY_FILLED
-        if order.terminal:
-            log.error("fill for a finished order", extra={"client_order_id": order.client_order_id})
-            return
+        average = live.notional / filled
         out.emit(topics.ORDER_EVENT, key, order.to(status, fill.time_ms, filled=filled,
-                                                   average_price=live.notional / filled))
+                                                   average_price=average))
+        if status != orders.FILLED and filled == live.sent:
+            out.emit(topics.ORDER_EVENT, key, order.to(
+                orders.CANCELED, fill.time_ms, reason=f"filled all that was sent: the rest, "
+                f"{to_str(order.quantity - filled)}, is below the exchange's quantity step"))
 
     async def _cancel_for_kill(self, out: Outbox, server_ms: int) -> None:
         """Kill switch: queued entries are refused, open entries canceled (exits stay)."""
@@ -435,9 +454,7 @@ class LiveExecutionHandler(Handler):
                 try:
                     await self.venue.cancel(live.request.symbol, live.order.client_order_id)
                 except Rejected as exc:  # already filled or gone: the poll settles it
-                    log.info("cancel refused", extra={"client_order_id":
-                                                      live.order.client_order_id,
-                                                      "error": str(exc)})
+                    log.info("cancel of %s refused: %s", live.order.client_order_id, exc)
         self.cancel_pending = False
 
     # -- reconciliation ------------------------------------------------------------------------
@@ -456,8 +473,11 @@ class LiveExecutionHandler(Handler):
         ours = set(self.state.orders)
         for symbol in self.symbols:
             for found in snapshot.open_orders[symbol]:
-                if found.client_order_id not in ours and \
-                        found.client_order_id.startswith(OUR_PREFIX):
+                live = self.state.orders.get(found.client_order_id)
+                if live is not None and live.queued:  # sent before a restart: adopt it
+                    live.queued = live.verify = False
+                    self._sync(live, found, out, server_ms)
+                elif live is None and found.client_order_id.startswith(OUR_PREFIX):
                     self.state.known[found.client_order_id] = found
             for fill in snapshot.fills[symbol]:
                 coid = fill.client_order_id

@@ -3,8 +3,8 @@
 Compared per symbol:
 - every open order on the exchange carries a client id this executor created (or one of its
   own ids waiting to be re-consumed after a restart);
-- every fill with a client id is ours the same way (a fill without one is the exchange's own
-  order: an attached stop-loss or take-profit, counted like ours);
+- every fill with a client id is ours the same way; a fill without one must be the exchange's
+  own order for a stop-loss or take-profit attached to our position (counted like ours);
 - the exchange's position equals the signed sum of our published fills plus the fills of our
   orders that are waiting to be adopted.
 Each mismatch is one readable line naming the symbol, the ids and the numbers.
@@ -49,9 +49,12 @@ def mismatches(snapshot: Snapshot, ours: Collection[str], position: Mapping[str,
     for symbol, fills in sorted(snapshot.fills.items()):
         pending = ZERO
         for fill in fills:
-            if fill.client_order_id and not mine(fill.client_order_id):
+            foreign = not mine(fill.client_order_id) if fill.client_order_id \
+                else not fill.protective
+            if foreign:
                 problems.append(f"{symbol}: fill {fill.exec_id} of order "
-                                f"{fill.client_order_id} was not placed by this executor")
+                                f"{fill.client_order_id or fill.exchange_order_id} was not "
+                                "placed by this executor")
             elif fill.client_order_id and fill.client_order_id not in ours:
                 pending += _signed(fill)
         exchange = snapshot.positions.get(symbol)

@@ -92,6 +92,8 @@ class VenueFill:
     fee_currency: str
     maker: bool
     time_ms: int
+    # made by the exchange for a stop-loss / take-profit attached to a position (no client id)
+    protective: bool = False
 
 
 class Venue(Protocol):
@@ -125,8 +127,9 @@ class Venue(Protocol):
         """Executions at or after `since_ms`, oldest first, every page."""
         ...
 
-    async def position(self, symbol: str) -> Decimal:
-        """Signed position size (long > 0) in one-way mode; the net of both legs in hedge."""
+    async def position(self, symbol: str) -> Decimal | None:
+        """Signed position size (long > 0) in one-way mode; the net of both legs in hedge;
+        None where there are no positions (spot)."""
         ...
 
     async def server_time_ms(self) -> int: ...

@@ -1,0 +1,351 @@
+"""The live executor against the fake exchange, through real ccxt: no broker, no mocks.
+
+The handler is driven the way the host drives it (handle per record, then act), its outputs
+collected; the fake exchange is the truth for "was anything sent twice".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import ccxt.async_support as ccxt
+import pytest
+from google.protobuf.message import Message
+
+from meridian.v1 import common_pb2, control_pb2, fill_pb2, order_approved_pb2, order_event_pb2
+from meridian_common import ids, orders, topics
+from meridian_common.ccxt_urls import reroute_urls
+from meridian_common.handler import Inbound, Outbox
+from meridian_execution.live.ccxt_venue import BybitVenue
+from meridian_execution.live.handler import HALT_KEY, LiveExecutionHandler
+from meridian_execution.settings import ExecutionSettings
+from meridian_fake_exchange import TEST_API_KEY, TEST_API_SECRET, FakeClock, FakeExchange
+
+START_MS = 1_633_046_400_000  # 2021-10-01, inside the shared BTC/ETH data
+KEY = "bybit:BTCUSDT"
+Item = tuple[str, str, Message]
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[FakeExchange]:
+    server = FakeExchange(("BTCUSDT", "ETHUSDT"), ("1m", "1h"), FakeClock(START_MS, 1.0))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def settings(server: FakeExchange, **over: Any) -> ExecutionSettings:
+    values: dict[str, Any] = {
+        "mode": "live", "symbols": "BTCUSDT,ETHUSDT", "api_key": TEST_API_KEY,
+        "api_secret": TEST_API_SECRET, "exchange_url": server.base_url, "poll_s": 0.05,
+        "resend_after_s": 0.0, "fill_lag_ms": 0, **over}
+    return ExecutionSettings(**values)
+
+
+class Driver:
+    """A host in miniature: records in, `act`, outputs kept in publication order."""
+
+    def __init__(self, handler: LiveExecutionHandler) -> None:
+        self.handler = handler
+        self.published: list[Item] = []
+
+    async def send(self, *records: tuple[str, str, Message]) -> list[Item]:
+        out = Outbox(self.handler.name)
+        for topic, key, message in records:
+            self.handler.handle(Inbound(topic, key, message), out)
+        await self.handler.act(out)
+        items = out.drain()
+        self.published.extend(items)
+        return items
+
+    async def until(self, done: Callable[[], bool], ticks: int = 100) -> None:
+        for _ in range(ticks):
+            if done():
+                return
+            await self.send()
+            await asyncio.sleep(0.02)
+        raise AssertionError("condition not reached; published: "
+                             f"{[(t, type(m).__name__) for t, _, m in self.published][-12:]}")
+
+    def events(self, coid: str) -> list[order_event_pb2.OrderEvent]:
+        return [m for t, _, m in self.published if t == topics.ORDER_EVENT
+                and m.client_order_id == coid]  # type: ignore[attr-defined]
+
+    def statuses(self, coid: str) -> list[str]:
+        return [orders.name(e.status) for e in self.events(coid)]
+
+    def fills(self, coid: str | None = None) -> list[fill_pb2.Fill]:
+        return [m for t, _, m in self.published if t == topics.FILL
+                and isinstance(m, fill_pb2.Fill)
+                and (coid is None or m.client_order_id == coid)]
+
+
+async def driver(server: FakeExchange, **over: Any) -> Driver:
+    s = settings(server, **over)
+    return Driver(LiveExecutionHandler(s, BybitVenue(s, "bybit")))
+
+
+Starter = Callable[..., Awaitable[Driver]]
+
+
+@pytest.fixture
+async def make_driver(exchange: FakeExchange) -> AsyncIterator[Starter]:
+    made: list[Driver] = []
+
+    async def factory(**over: Any) -> Driver:
+        d = await driver(exchange, **over)
+        made.append(d)
+        return d
+
+    yield factory
+    for d in made:
+        await d.handler.stop()
+
+
+def approved(signal: str, side: int = common_pb2.SIDE_BUY, qty: str = "0.01", *,
+             symbol: str = "BTCUSDT", reduce_only: bool = False, limit: str = "",
+             stop: str = "") -> tuple[str, str, order_approved_pb2.ApprovedOrder]:
+    coid = ids.client_order_id(signal)
+    kind = order_approved_pb2.ORDER_TYPE_LIMIT if limit else order_approved_pb2.ORDER_TYPE_MARKET
+    return topics.ORDER_APPROVED, f"bybit:{symbol}", order_approved_pb2.ApprovedOrder(
+        meta=common_pb2.Meta(id=coid, event_time_ms=START_MS, producer="test"),
+        client_order_id=coid, signal_id=signal, exchange="bybit", symbol=symbol, side=side,
+        order_type=kind, quantity=qty, limit_price=limit, reduce_only=reduce_only,
+        stop_loss=stop, strategy="test")
+
+
+def _wms(d: Driver, upto: int | None = None) -> list[int]:
+    return [m.event_time_ms for t, k, m in d.published[:upto]
+            if t == topics.FILL and isinstance(m, common_pb2.Watermark) and k == KEY] or [0]
+
+
+def coid_of(item: tuple[str, str, order_approved_pb2.ApprovedOrder]) -> str:
+    return item[2].client_order_id
+
+
+# -- happy path ----------------------------------------------------------------------------------
+
+
+async def test_market_order_fills_once_with_exact_decimals(exchange: FakeExchange,
+                                                           make_driver: Starter) -> None:
+    d = await make_driver()
+    order = approved("s1", qty="0.013")
+    await d.send(order)
+    coid = coid_of(order)
+    await d.until(lambda: "FILLED" in d.statuses(coid))
+    assert d.statuses(coid) == ["PENDING_SUBMIT", "OPEN", "FILLED"]
+    (fill,) = d.fills(coid)
+    assert Decimal(fill.quantity) == Decimal("0.013")
+    assert fill.liquidity == fill_pb2.LIQUIDITY_TAKER
+    truth = [o for o in exchange.orders() if o["orderLinkId"] == coid]
+    assert len(truth) == 1
+    assert exchange.create_requests(coid) == 1
+    assert Decimal(fill.price) == Decimal(truth[0]["avgPrice"])
+    # the next tick moves the fill watermark past the fill (the ledger can mark candles); no
+    # watermark ever promised a time the fill then came before
+    await d.until(lambda: _wms(d)[-1] >= fill.meta.event_time_ms)
+    position = d.published.index(next(x for x in d.published if x[2] is fill))
+    assert all(w < fill.meta.event_time_ms for w in _wms(d, upto=position))
+    assert d.handler.halted is None
+
+
+async def test_quantity_is_rounded_down_to_the_exchange_step(exchange: FakeExchange,
+                                                             make_driver: Starter) -> None:
+    d = await make_driver()
+    order = approved("s-round", qty="0.0129")  # step 0.001 on the fake's BTCUSDT
+    await d.send(order)
+    coid = coid_of(order)
+    await d.until(lambda: "CANCELED" in d.statuses(coid))
+    assert d.fills(coid)[0].quantity == "0.012"
+    assert exchange.orders()[0]["qty"] == "0.012"
+    # the unsent rest ends the order (the risk gate releases it), saying why
+    assert d.statuses(coid) == ["PENDING_SUBMIT", "OPEN", "PARTIALLY_FILLED", "CANCELED"]
+    assert "below the exchange's quantity step" in d.events(coid)[-1].reason
+
+
+# -- rejections with the exchange's codes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    (110007, "ab not enough for new order"),
+    (10001, "params error: qty invalid"),
+])
+async def test_exchange_rejection_is_final_and_named(exchange: FakeExchange, make_driver: Starter,
+                                                     code: int, message: str) -> None:
+    d = await make_driver()
+    exchange.reject_orders(code, message)
+    order = approved(f"s-rej-{code}")
+    await d.send(order)
+    coid = coid_of(order)
+    assert d.statuses(coid) == ["PENDING_SUBMIT", "REJECTED"]
+    assert d.events(coid)[-1].reason == f"{code}: {message}"
+    for _ in range(3):
+        await d.send()
+    assert exchange.create_requests(coid) == 1  # a refusal is never retried
+
+
+async def test_insufficient_margin_from_the_real_check(exchange: FakeExchange,
+                                                       make_driver: Starter) -> None:
+    d = await make_driver()
+    order = approved("s-huge", qty="100")  # ~ 4.4 M USDT at 10x leverage on a 100 k wallet
+    await d.send(order)
+    event = d.events(coid_of(order))[-1]
+    assert orders.name(event.status) == "REJECTED"
+    assert event.reason.startswith("110007")
+
+
+async def test_spot_insufficient_balance_170131(exchange: FakeExchange,
+                                                make_driver: Starter) -> None:
+    d = await make_driver(market_type="spot")
+    order = approved("s-spot", side=common_pb2.SIDE_SELL, qty="50")  # no BTC in the wallet
+    await d.send(order)
+    event = d.events(coid_of(order))[-1]
+    assert orders.name(event.status) == "REJECTED"
+    assert event.reason.startswith("170131")
+
+
+async def test_rate_limit_is_retried_with_backoff(exchange: FakeExchange,
+                                                  make_driver: Starter) -> None:
+    d = await make_driver()
+    exchange.rate_limit(1)
+    order = approved("s-rl")
+    await d.send(order)
+    coid = coid_of(order)
+    await d.until(lambda: "FILLED" in d.statuses(coid))
+    assert d.statuses(coid) == ["PENDING_SUBMIT", "OPEN", "FILLED"]
+
+
+# -- ambiguity: accepted but unanswered ------------------------------------------------------------
+
+
+async def test_timed_out_submit_is_resolved_by_query_never_resent(exchange: FakeExchange,
+                                                                  make_driver: Starter) -> None:
+    d = await make_driver(request_timeout_ms=300)
+    exchange.accept_then_timeout(1, delay_s=1.5)
+    order = approved("s-timeout")
+    coid = coid_of(order)
+    await d.send(order)  # the submit times out; the same tick's query finds the order
+    await d.until(lambda: "FILLED" in d.statuses(coid))
+    assert d.statuses(coid) == ["PENDING_SUBMIT", "UNKNOWN", "OPEN", "FILLED"]
+    assert exchange.create_requests(coid) == 1
+    assert len(d.fills(coid)) == 1
+
+
+async def test_crash_between_submit_and_publish_adopts_instead_of_resending(
+        exchange: FakeExchange, make_driver: Starter) -> None:
+    first = await make_driver()
+    order = approved("s-crash")
+    coid = coid_of(order)
+    await first.send(order)  # sent and filled; pretend nothing of it reached Kafka
+    assert exchange.create_requests(coid) == 1
+    await first.handler.stop()
+    second = await make_driver()
+    second.handler.restored()  # empty topics: nothing was published
+    await second.send(order)  # the approved order is consumed again
+    await second.until(lambda: "FILLED" in second.statuses(coid))
+    assert exchange.create_requests(coid) == 1
+    assert len(second.fills(coid)) == 1
+    assert second.handler.halted is None
+
+
+# -- partial fills, restarts with open orders, the kill switch ------------------------------------
+
+
+async def test_partial_fills_then_filled(exchange: FakeExchange, make_driver: Starter) -> None:
+    d = await make_driver()
+    exchange.partial_fills(3)
+    order = approved("s-part", qty="0.03")
+    coid = coid_of(order)
+    await d.send(order)
+    await d.until(lambda: "FILLED" in d.statuses(coid))
+    assert d.statuses(coid) == ["PENDING_SUBMIT", "OPEN", "PARTIALLY_FILLED",
+                                "PARTIALLY_FILLED", "FILLED"]
+    assert sum(Decimal(f.quantity) for f in d.fills(coid)) == Decimal("0.03")
+    filled = [Decimal(e.filled_quantity) for e in d.events(coid)]
+    assert filled == sorted(filled)
+    assert filled[-1] == Decimal("0.03")
+
+
+def _restart_inputs(first: Driver) -> list[Inbound]:
+    approved_items = [Inbound(topics.ORDER_APPROVED, k, m) for t, k, m in first.published
+                      if t == topics.ORDER_APPROVED]
+    outputs = [Inbound(t, k, m) for t, k, m in first.published
+               if t in (topics.ORDER_EVENT, topics.FILL, topics.CONTROL)]
+    return approved_items + outputs
+
+
+async def test_restart_with_a_resting_order_then_kill_switch_cancels_it(
+        exchange: FakeExchange, make_driver: Starter) -> None:
+    first = await make_driver()
+    resting = approved("s-rest", limit="1000")  # far below the 2021 price: rests
+    coid = coid_of(resting)
+    await first.send(resting)
+    first.published.append(resting)  # what the approved topic holds, for the restore
+    assert first.statuses(coid) == ["PENDING_SUBMIT", "OPEN"]
+    await first.handler.stop()
+
+    second = await make_driver()
+    for inbound in _restart_inputs(first):
+        second.handler.restore(inbound)
+    second.handler.restored()
+    await second.send(resting)  # redelivered after the restart: nothing new happens
+    assert exchange.create_requests(coid) == 1
+    assert second.handler.halted is None  # the resting order is recognised as ours
+    kill = control_pb2.Control(meta=common_pb2.Meta(id="k1", event_time_ms=START_MS),
+                               kill_switch=control_pb2.KillSwitch(engaged=True, reason="test"))
+    await second.send((topics.CONTROL, "kill_switch", kill))
+    await second.until(lambda: "CANCELED" in second.statuses(coid))
+    assert [o["orderStatus"] for o in exchange.orders() if o["orderLinkId"] == coid] == \
+        ["Cancelled"]
+    # entries are refused while the switch is engaged; exits still go out
+    entry = approved("s-after-kill")
+    await second.send(entry)
+    assert second.statuses(coid_of(entry)) == ["PENDING_SUBMIT", "REJECTED"]
+
+
+# -- reconciliation fails closed -----------------------------------------------------------------
+
+
+async def test_foreign_order_halts_entries_but_not_exits(exchange: FakeExchange,
+                                                         make_driver: Starter) -> None:
+    manual = ccxt.bybit({"apiKey": TEST_API_KEY, "secret": TEST_API_SECRET,
+                         "options": {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]},
+                                     "adjustForTimeDifference": True}})
+    reroute_urls(manual, exchange.base_url)
+    try:
+        await manual.load_time_difference()  # the fake's clock is in 2021
+        await manual.load_markets()
+        await manual.create_order("BTC/USDT:USDT", "market", "buy", 0.002)
+    finally:
+        await manual.close()
+    d = await make_driver()
+    entry = approved("s-halted")
+    await d.send(entry)
+    assert "not placed by this executor" in (d.handler.halted or "")
+    assert d.statuses(coid_of(entry)) == ["PENDING_SUBMIT", "REJECTED"]
+    assert "execution halted" in d.events(coid_of(entry))[-1].reason
+    halts = [m for t, k, m in d.published if t == topics.CONTROL and k == HALT_KEY]
+    assert halts
+    assert halts[-1].halt.halted  # type: ignore[attr-defined]
+    exit_ = approved("s-exit", side=common_pb2.SIDE_SELL, qty="0.002", reduce_only=True)
+    await d.send(exit_)
+    await d.until(lambda: "FILLED" in d.statuses(coid_of(exit_)))
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+
+async def test_secrets_never_reach_reasons_or_logs(exchange: FakeExchange, make_driver: Starter,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    d = await make_driver(api_secret="wrong-secret-value-123")
+    order = approved("s-auth")
+    await d.send(order)
+    assert "credentials" in (d.handler.halted or "")
+    text = caplog.text + repr(d.published)
+    assert "wrong-secret-value-123" not in text
+    assert TEST_API_KEY not in text
