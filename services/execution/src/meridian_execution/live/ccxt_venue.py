@@ -276,6 +276,15 @@ class BybitVenue(CcxtVenue):
         out.sort(key=lambda f: (f.time_ms, f.exec_id))
         return out
 
+    async def order_fills(self, symbol: str, client_order_id: str) -> list[VenueFill]:
+        """Every execution of one order (Bybit keeps 7 days without a start time)."""
+        market = self._market(symbol)
+        trades = await self._call("fetch_my_trades", self.client.fetch_my_trades(
+            market["symbol"], None, 100, {"orderLinkId": client_order_id}))
+        out = [self._fill(symbol, t) for t in trades]
+        out.sort(key=lambda f: (f.time_ms, f.exec_id))
+        return out
+
     def _fill(self, symbol: str, trade: dict[str, Any]) -> VenueFill:
         info = trade.get("info") or {}
         fee = trade.get("fee") or {}

@@ -69,6 +69,9 @@ class _Live:
     next_try: float = 0.0  # monotonic seconds
     submitted_at: float | None = None
     sent: Decimal | None = None  # the quantity sent, rounded down to the exchange's step
+    # the exchange has filled more than we published, maybe before the fills poll's window
+    # (an order adopted after a restart): its executions are read by client id
+    backfill: bool = False
     notional: Decimal = ZERO  # sum of fill quantity x price, for the average price
 
 
@@ -349,8 +352,10 @@ class LiveExecutionHandler(Handler):
                 return
             out.emit(topics.ORDER_EVENT, live.key, order.to(
                 orders.OPEN, server_ms, exchange_order_id=found.exchange_order_id))
+        if found.filled > order.filled:
+            live.backfill = True
         if order.terminal or found.filled != order.filled:
-            return  # fills still to come through the fills poll
+            return  # fills still to come (the poll, or the backfill by client id)
         if found.status in (orders.CANCELED, orders.EXPIRED, orders.REJECTED):
             status = orders.CANCELED if found.status == orders.REJECTED and order.filled \
                 else found.status
@@ -362,9 +367,14 @@ class LiveExecutionHandler(Handler):
     async def _poll(self, out: Outbox, server_ms: int) -> None:
         """Fills of every symbol with an order in flight or a position (attached stops), then
         the states of orders the fills do not settle; fill watermarks for every symbol."""
-        for live in self.state.orders.values():
+        for live in list(self.state.orders.values()):
             if live.order.status == orders.UNKNOWN and not live.queued:
                 await self._resolve(live, out, server_ms)
+            if live.backfill:
+                live.backfill = False
+                for fill in await self.venue.order_fills(live.request.symbol,
+                                                         live.order.client_order_id):
+                    self._fill(fill, out)
         busy = {lv.request.symbol for lv in self.state.orders.values()
                 if lv.order.status in ACTIVE}
         busy |= {s for s, size in self.state.position.items() if size != 0}

@@ -127,6 +127,10 @@ class Venue(Protocol):
         """Executions at or after `since_ms`, oldest first, every page."""
         ...
 
+    async def order_fills(self, symbol: str, client_order_id: str) -> list[VenueFill]:
+        """Every execution of one order, oldest first."""
+        ...
+
     async def position(self, symbol: str) -> Decimal | None:
         """Signed position size (long > 0) in one-way mode; the net of both legs in hedge;
         None where there are no positions (spot)."""
