@@ -349,3 +349,56 @@ async def test_secrets_never_reach_reasons_or_logs(exchange: FakeExchange, make_
     text = caplog.text + repr(d.published)
     assert "wrong-secret-value-123" not in text
     assert TEST_API_KEY not in text
+
+
+# -- account settings, attached stops --------------------------------------------------------------
+
+
+async def test_hedge_mode_and_leverage_are_set_and_used(exchange: FakeExchange,
+                                                        make_driver: Starter) -> None:
+    d = await make_driver(position_mode="hedge", leverage="5")
+    entry = approved("s-hedge-long", qty="0.01")
+    await d.send(entry)
+    await d.until(lambda: "FILLED" in d.statuses(coid_of(entry)))
+    exit_ = approved("s-hedge-exit", side=common_pb2.SIDE_SELL, qty="0.01", reduce_only=True)
+    short = approved("s-hedge-short", side=common_pb2.SIDE_SELL, qty="0.02", symbol="ETHUSDT")
+    await d.send(exit_, short)
+    await d.until(lambda: "FILLED" in d.statuses(coid_of(exit_))
+                  and "FILLED" in d.statuses(coid_of(short)))
+    legs = {(o["orderLinkId"], o["positionIdx"]) for o in exchange.orders()}
+    # the long's entry and its reduce-only exit on the buy leg (1), the short on the sell leg
+    assert legs == {(coid_of(entry), 1), (coid_of(exit_), 1), (coid_of(short), 2)}
+    (eth,) = exchange.positions()
+    assert (eth["symbol"], eth["positionIdx"], eth["leverage"]) == ("ETHUSDT", 2, "5")
+    assert d.handler.halted is None
+    # a second start finds the mode and leverage already set: not an error
+    again = await make_driver(position_mode="hedge", leverage="5")
+    await again.send()
+    assert again.handler.halted is None
+
+
+async def test_attached_stop_loss_closes_the_position_and_its_fill_is_published(
+        exchange: FakeExchange, make_driver: Starter) -> None:
+    d = await make_driver()
+    # a short at ~43,820 with its stop at 44,500: BTC rose past it on 2021-10-01
+    entry = approved("s-sl", side=common_pb2.SIDE_SELL, qty="0.01", stop="44500")
+    await d.send(entry)
+    await d.until(lambda: "FILLED" in d.statuses(coid_of(entry)))
+    (order,) = [o for o in exchange.orders() if o["orderLinkId"] == coid_of(entry)]
+    assert order["stopLoss"] == "44500"
+    for _ in range(24):  # hour by hour until the real price crosses the stop
+        if not exchange.positions():
+            break
+        exchange.clock.advance(3_600_000)  # the executor must resync its clock offset
+        await d.send()
+    assert not exchange.positions(), "the price never reached the stop: pick another"
+    await d.until(lambda: len(d.fills()) == 2)
+    stop_fill = d.fills()[-1]
+    assert stop_fill.client_order_id.startswith("x-")  # the exchange's own order, no client id
+    assert (stop_fill.side, stop_fill.quantity) == (common_pb2.SIDE_BUY, "0.01")
+    assert Decimal(stop_fill.price) >= Decimal("44500")
+    assert d.handler.state.position["BTCUSDT"] == 0
+    await d.send()  # the next reconciliation still matches: the stop's fill is ours
+    d.handler._reconciled_at = None
+    await d.send()
+    assert d.handler.halted is None

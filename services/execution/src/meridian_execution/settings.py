@@ -36,6 +36,9 @@ class ExecutionSettings(BaseSettings):
         "linear", description="Live: USDT linear perpetuals or spot.")
     position_mode: Literal["oneway", "hedge"] = Field(
         "oneway", description="Live: the account's position mode (hedge: positionIdx 1/2).")
+    leverage: Decimal | None = Field(
+        None, ge=1, le=125, description="Live: the exchange leverage set on every traded "
+        "symbol at start (unset: the account's own).")
     exchange_url: str = Field("", description="Live: send every request to this base URL "
                               "instead of the exchange (a local fake exchange, a proxy).")
     request_timeout_ms: int = Field(10_000, ge=100, le=120_000,

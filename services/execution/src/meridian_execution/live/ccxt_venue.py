@@ -123,6 +123,27 @@ class CcxtVenue:
 
     async def start(self) -> None:
         await self.refresh()
+        if self.settings.market_type == "linear":
+            await self._account_settings()
+
+    async def _account_settings(self) -> None:
+        """The position mode and leverage the settings ask for, per traded symbol. Bybit
+        answers an unchanged value with an error (110025 mode, 110043 leverage): that is the
+        wanted state, not a failure."""
+        unchanged = {"110025", "110043"}
+        hedged = self.settings.position_mode == "hedge"
+        for symbol in self.settings.symbol_list():
+            unified = self._market(symbol)["symbol"]
+            calls = [("set_position_mode", self.client.set_position_mode(hedged, unified))]
+            if self.settings.leverage is not None:
+                calls.append(("set_leverage", self.client.set_leverage(
+                    float(self.settings.leverage), unified)))
+            for what, call in calls:
+                try:
+                    await self._call(what, call)
+                except Rejected as exc:
+                    if exc.code not in unchanged:
+                        raise
 
     async def refresh(self) -> None:
         # the clock first: loading markets already signs private calls (account mode)

@@ -239,6 +239,8 @@ class LiveExecutionHandler(Handler):
             self._halt(out, f"exchange refused the credentials: {exc}")
         except VenueError as exc:
             log.warning("exchange call failed, retrying at the next tick: %s", exc)
+            if isinstance(exc, Retryable) and exc.resync_clock:
+                self._refreshed_at = 0.0  # the clock offset drifted: reload it next tick
 
     async def _submit_due(self, out: Outbox, now: float, server_ms: int) -> None:
         for live in list(self.state.orders.values()):
