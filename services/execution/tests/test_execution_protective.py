@@ -30,7 +30,7 @@ def bar(i: int, o: str, h: str, low: str, c: str | None = None) -> candle_pb2.Ca
 
 
 def order(i: int, side: int = BUY, qty: str = "1", *, sl: str = "", tp: str = "",
-          reduce_only: bool = False, limit: str = "",
+          reduce_only: bool = False, limit: str = "", trailing: str = "",
           name: str | None = None) -> order_approved_pb2.ApprovedOrder:
     sid = name or f"sig:{i}:{side}"
     coid = ids.client_order_id(sid)
@@ -40,7 +40,7 @@ def order(i: int, side: int = BUY, qty: str = "1", *, sl: str = "", tp: str = ""
         order_type=order_approved_pb2.ORDER_TYPE_LIMIT if limit else
         order_approved_pb2.ORDER_TYPE_MARKET,
         quantity=qty, limit_price=limit, stop_loss=sl, take_profit=tp,
-        reduce_only=reduce_only, strategy="t")
+        reduce_only=reduce_only, trailing_stop=trailing, strategy="t")
 
 
 def wm(i: int) -> common_pb2.Watermark:
@@ -144,6 +144,18 @@ def test_limit_entry_is_protected_from_the_next_candle_on() -> None:
                           bar(2, "29300", "29400", "29150")])
     assert [f.price for f in fills(items)] == ["29500", "29200"]
     assert fills(items)[1].meta.event_time_ms == T0 + 2 * HOUR
+
+
+def test_trailing_stop_trails_the_best_price_before_each_candle() -> None:
+    entry = order(1, trailing="0.05")
+    items = run(ExecutionHandler(FEES), [
+        entry, bar(1, "100", "110", "99"),  # trails from the open 100: level 95, not hit
+        wm(2), bar(2, "108", "109", "104.6"),  # level from 110: 104.5, low 104.6: not hit
+        wm(3), bar(3, "105", "106", "104")])  # hit at 104.5
+    assert [f.price for f in fills(items)] == ["100", "104.5"]
+    exit_ = fills(items)[-1]
+    assert exit_.client_order_id == ids.client_order_id(f"{entry.client_order_id}:trailing_stop")
+    assert exit_.meta.event_time_ms == T0 + 3 * HOUR
 
 
 def test_stop_checked_on_the_entry_candle_itself() -> None:

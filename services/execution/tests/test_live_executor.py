@@ -402,3 +402,14 @@ async def test_attached_stop_loss_closes_the_position_and_its_fill_is_published(
     d.handler._reconciled_at = None
     await d.send()
     assert d.handler.halted is None
+
+
+async def test_a_trailing_stop_the_exchange_would_not_get_is_refused_not_dropped(
+        exchange: FakeExchange, make_driver: Starter) -> None:
+    d = await make_driver()
+    item = approved("s-trail")
+    item[2].trailing_stop = "0.05"
+    await d.send(item)
+    assert d.statuses(coid_of(item)) == ["PENDING_SUBMIT", "REJECTED"]
+    assert "MERIDIAN_RISK_TRAILING_STOP=0" in d.events(coid_of(item))[-1].reason
+    assert exchange.create_requests(coid_of(item)) == 0

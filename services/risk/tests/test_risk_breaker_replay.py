@@ -18,6 +18,7 @@ from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
+import pytest
 from google.protobuf.message import Message
 
 from meridian.v1 import (
@@ -221,13 +222,16 @@ def test_a_restart_mid_replay_decides_and_trips_as_an_uninterrupted_gate(tmp_pat
     assert decided(before) + decided(after) == decided(whole)
 
 
-def test_the_gate_books_exactly_the_stop_outs_the_paper_executor_fills(tmp_path: Path) -> None:
+@pytest.mark.parametrize("trailing", ["0", "0.03"])
+def test_the_gate_books_exactly_the_stop_outs_the_paper_executor_fills(tmp_path: Path,
+                                                                       trailing: str) -> None:
     """The gate never sees a fill: it closes a position in its book on the candle whose range
     triggers the position's stop-loss or take-profit, as the executor fills it. Over the real
     replay both must close the same positions, with the same exit ids, at the same candles, and
     end with the same positions; otherwise the gate's limits act on positions that are gone."""
     candles, signals = _inputs(str(tmp_path / "models"))
-    gate = RiskHandler(RiskSettings())  # default limits: no breaker in the way
+    # default limits (no breaker in the way), with or without a trailing stop on each entry
+    gate = RiskHandler(RiskSettings(trailing_stop=Decimal(trailing)))
     decided = testing.feed(gate, topics.CANDLE, list(candles) + list(signals))
     approved = [(t, k, m) for t, k, m in decided
                 if isinstance(m, order_approved_pb2.ApprovedOrder)]
@@ -243,7 +247,8 @@ def test_the_gate_books_exactly_the_stop_outs_the_paper_executor_fills(tmp_path:
     stop_fills = sorted((f.meta.event_time_ms + 3_600_000, f.client_order_id)
                         for t, _, f in filled if isinstance(f, fill_pb2.Fill)
                         and f.client_order_id not in entries)
-    stop_ids = {exit_order_id(c, r) for c in entries for r in ("stop_loss", "take_profit")}
+    stop_ids = {exit_order_id(c, r) for c in entries
+                for r in ("stop_loss", "take_profit", "trailing_stop")}
     booked = sorted((t, coid) for trades in gate.ledger.closed.values()
                     for t, coid, _ in trades if coid in stop_ids)
     assert gate.stopped > 10

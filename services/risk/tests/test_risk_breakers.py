@@ -349,22 +349,25 @@ def test_fractional_kelly_sizes_from_the_strategy_record_after_warm_up() -> None
     assert Decimal(o.quantity) == 25
 
 
-def test_trailing_stop_closes_once_the_close_gives_back_the_fraction() -> None:
+def test_trailing_stop_rides_on_the_entry_and_closes_the_book_where_the_executor_does() -> None:
+    """The gate puts its trailing stop on each entry (ApprovedOrder.trailing_stop); the
+    executor fills it on the candle whose low comes back the fraction from the best price, and
+    the gate books the same exit on the same candle (no order of its own)."""
     gate = Gate(trailing_stop=Decimal("0.05"), correlation_min=1.0)
-    gate.hour(1, {A: "100", B: "10"}, {A: (LONG, "100")})
-    assert orders(gate.hour(2, {A: "110", B: "10"})) == []
-    assert orders(gate.hour(3, {A: "104.6", B: "10"})) == []  # 4.9% below 110
-    out = gate.hour(4, {A: "104.5", B: "10"})  # 5% below 110
-    [o] = orders(out)
-    assert o.reduce_only
-    assert o.signal_id == f"trailing-stop:{T0 + 4 * HOUR}:{A}"
+    [entry] = orders(gate.hour(1, {A: "100", B: "10"}, {A: (LONG, "100")}))
+    assert entry.trailing_stop == "0.05"
+    assert orders(gate.hour(2, {A: "110", B: "10"})) == []  # first candle checked: trails 110
+    gate.hour(3, {A: "104.6", B: "10"})  # 4.9 % below 110: still open
+    assert gate.handler.positions == {A: Decimal(entry.quantity)}
+    assert orders(gate.hour(4, {A: "104.5", B: "10"})) == []  # 5 % below: the executor's exit
     assert gate.handler.positions == {}
-    [d] = decisions(out)
-    assert d.approved
-    assert d.reference_price == "104.5"
-    # a short trails from its lowest close
-    gate.hour(5, {A: "100", B: "10"}, {B: (common_pb2.DIRECTION_SHORT, "10")})
-    assert orders(gate.hour(6, {A: "100", B: "9"})) == []
-    [o] = orders(gate.hour(7, {A: "100", B: "9.45"}))
-    assert o.side == common_pb2.SIDE_BUY
-    assert o.reduce_only
+    assert gate.handler.stopped == 1
+    # a short trails from its lowest price
+    [short] = orders(gate.hour(5, {A: "100", B: "10"}, {B: (common_pb2.DIRECTION_SHORT, "10")}))
+    assert short.trailing_stop == "0.05"
+    gate.hour(6, {A: "100", B: "9"})
+    assert B in gate.handler.positions
+    gate.hour(7, {A: "100", B: "9.45"})
+    assert gate.handler.positions == {}
+    # a FLAT for a position already gone asks for nothing
+    assert orders(gate.hour(8, {A: "100", B: "9.5"}, {B: (FLAT, "9.5")})) == []

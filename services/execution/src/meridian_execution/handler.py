@@ -5,10 +5,11 @@ stream has reached its open (every order that could act on it has arrived), so f
 depend on how the two input streams interleave. Evaluating a candle, in this order:
 1. market orders with event time <= its open fill at its open (± slippage, taker fee): the
    first candle at or after the order, however late the order arrives;
-2. the position's protective exits (the stop-loss and take-profit of the order that opened
-   it) are checked against its open/high/low by `meridian_common.triggers` (stop first when
-   both are in range, a gap through the stop exits at the open, the take-profit is a maker
-   fill at its price); a position opened at this open is checked on this candle already;
+2. the position's protective exits (the stop-loss, take-profit and trailing stop of the order
+   that opened it) are checked against its open/high/low by `meridian_common.triggers` (stop
+   first when both are in range, a gap through the stop exits at the open, the take-profit is
+   a maker fill at its price, the trailing stop trails from the best price before this
+   candle); a position opened at this open is checked on this candle already;
 3. resting limit orders fill when the price trades through them (`triggers.RestingLimit`); a
    position a limit order opened inside a candle is protected from the next candle on (the
    path inside the candle is unknown).
@@ -56,6 +57,7 @@ class _Protect:
     exits: triggers.Exits[Decimal]
     from_ms: int  # first candle open it is checked on
     cause: str  # the client order id that set it
+    trail: triggers.Trail[Decimal] | None = None  # best price so far, with a trailing stop
 
 
 @dataclass(slots=True)
@@ -175,7 +177,8 @@ class ExecutionHandler(Handler):
         protect = book.protect
         if protect is None or book.position == 0 or bar.open_ms < protect.from_ms:
             return
-        hit = triggers.check(protect.exits, bar.open, bar.high, bar.low)
+        hit, protect.trail = protection.check(protect.exits, protect.trail, bar.open, bar.high,
+                                              bar.low)
         if hit is None:
             return
         side = protect.exits.closing_side
@@ -256,7 +259,8 @@ class ExecutionHandler(Handler):
             book.protect = None
         elif what == "new":
             try:
-                exits = protection.exits(after > 0, order.stop_loss, order.take_profit)
+                exits = protection.exits(after > 0, order.stop_loss, order.take_profit,
+                                         order.trailing_stop)
             except ValueError as exc:
                 log.warning("order's stop/take-profit ignored", extra={
                     "client_order_id": order.client_order_id, "error": str(exc)})

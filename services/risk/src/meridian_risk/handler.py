@@ -72,6 +72,7 @@ class _Protect:
     exits: triggers.Exits[Decimal]
     from_ms: int  # the approval's time: checked on every candle opening at or after it
     cause: str  # the client order id that set them
+    trail: triggers.Trail[Decimal] | None = None  # best price so far, with a trailing stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class _Booked:
     reduce_only: bool
     stop_loss: str = ""
     take_profit: str = ""
+    trailing_stop: str = ""
 
 
 class RiskHandler(Handler):
@@ -123,8 +125,6 @@ class RiskHandler(Handler):
         # Each strategy's trades (entries, closes, realized PnL) for the strategy-layer rules.
         self.ledger = Ledger(settings.initial_capital)
         self.market = Market(settings.correlation_window)
-        # best close since entry per open position (highest long, lowest short): trailing stop
-        self.extremes: dict[str, Decimal] = {}
         # stop-loss / take-profit per open position: closed in the book on the candle that
         # triggers them (`meridian_common.protection`), where the executor fills the exit
         self.protect: dict[str, _Protect] = {}
@@ -297,20 +297,18 @@ class RiskHandler(Handler):
         key, close = candle.key, candle.close
         move = self.market.candle(key, candle.time_ms, close)
         self.book.marks[key] = close
-        extreme = self.extremes.get(key)
-        if extreme is not None:
-            long = self.book.quantity(key) > 0
-            self.extremes[key] = max(extreme, close) if long else min(extreme, close)
         self.breakers.move(candle.time_ms, move)
         return self.breakers.check(candle.time_ms, self.equity())
 
     def _protective(self, candle: _Candle) -> None:
-        """Book the exit the executor makes when this candle triggers the position's stop-loss
-        or take-profit (the same `triggers.check`, at the hit price, before the close marks)."""
+        """Book the exit the executor makes when this candle triggers the position's stop-loss,
+        take-profit or trailing stop (the same `protection.check`, at the hit price, before
+        the close marks)."""
         protect = self.protect.get(candle.key)
         if protect is None or candle.open_ms < protect.from_ms:
             return
-        hit = triggers.check(protect.exits, candle.open, candle.high, candle.low)
+        hit, protect.trail = protection.check(protect.exits, protect.trail, candle.open,
+                                              candle.high, candle.low)
         if hit is None:
             return
         key = candle.key
@@ -327,22 +325,6 @@ class RiskHandler(Handler):
         change = self._mark(candle)
         if change is not None:
             self._announce(change, out)
-        if self.settings.trailing_stop > 0 and candle.key in self.book.positions:
-            self._trail(candle, out)
-
-    def _trail(self, candle: _Candle, out: Outbox) -> None:
-        """Close the position once the close has come back `trailing_stop` from its best close
-        since entry: a FLAT signal of the gate's own, decided like any other."""
-        key, close, f = candle.key, candle.close, self.settings.trailing_stop
-        best = self.extremes[key]
-        long = self.book.quantity(key) > 0
-        limit = MONEY_CONTEXT.multiply(best, (1 - f) if long else (1 + f))
-        if (close > limit) if long else (close < limit):
-            return
-        word = "below the highest" if long else "above the lowest"
-        self._exit(key, candle.time_ms, f"trailing-stop:{candle.time_ms}:{key}", "",
-                   f"trailing stop: close {to_str(close)} is {to_str(f)} or more {word} close "
-                   f"{to_str(best)} since entry", out)
 
     def _announce(self, change: Change, out: Outbox) -> None:
         t = change.time_ms
@@ -418,8 +400,10 @@ class RiskHandler(Handler):
         self.approved += 1
         coid = ids.client_order_id(signal.meta.id)
         decision.client_order_id = coid
+        trailing = to_str(settings.trailing_stop) \
+            if settings.trailing_stop > 0 and not proposal.reduce_only else ""
         self._book(key, signal.strategy, proposal.target - self.book.quantity(key), price, t,
-                   coid, proposal.reduce_only, signal.stop_loss, signal.take_profit)
+                   coid, proposal.reduce_only, signal.stop_loss, signal.take_profit, trailing)
         out.emit(topics.RISK_DECISION, key, decision)
         out.emit(topics.ORDER_APPROVED, key, order_approved_pb2.ApprovedOrder(
             meta=common_pb2.Meta(id=coid, cause_id=decision.meta.id, event_time_ms=t,
@@ -429,11 +413,12 @@ class RiskHandler(Handler):
             order_type=order_approved_pb2.ORDER_TYPE_MARKET,
             quantity=to_str(proposal.quantity), reduce_only=proposal.reduce_only,
             stop_loss=signal.stop_loss, take_profit=signal.take_profit, strategy=signal.strategy,
+            trailing_stop=trailing,
         ))
 
     def _book(self, key: str, strategy: str, delta: Decimal, price: Decimal, time_ms: int,
               order_id: str, reduce_only: bool, stop_loss: str = "",
-              take_profit: str = "") -> None:
+              take_profit: str = "", trailing_stop: str = "") -> None:
         """Book an approved order: in the strategy ledger (from the position before it), then
         in the book, then its stops. Live approvals and the restore go through here alike."""
         before = self.book.positions.get(key)
@@ -447,17 +432,13 @@ class RiskHandler(Handler):
         elif what == "new":
             try:
                 exits = protection.exits(after.quantity > 0,  # type: ignore[union-attr]
-                                         stop_loss, take_profit)
+                                         stop_loss, take_profit, trailing_stop)
             except ValueError:
                 exits = None  # the executor ignores them too (and logs why)
             if exits is None:
                 self.protect.pop(key, None)
             else:
                 self.protect[key] = _Protect(exits, time_ms, order_id)
-        if after is None:
-            self.extremes.pop(key, None)
-        elif before is None or (before.quantity > 0) != (after.quantity > 0):
-            self.extremes[key] = price  # a new position: trail from its entry
 
     @property
     def positions(self) -> dict[str, Decimal]:
@@ -564,7 +545,8 @@ class RiskHandler(Handler):
         self._restore_orders.append(_Booked(
             key, order.meta.event_time_ms, order.strategy,
             quantity if order.side == common_pb2.SIDE_BUY else -quantity, price,
-            order.client_order_id, order.reduce_only, order.stop_loss, order.take_profit))
+            order.client_order_id, order.reduce_only, order.stop_loss, order.take_profit,
+            order.trailing_stop))
 
     def restored(self) -> None:
         """Replay the approved orders with the candles up to where the merge had got, in its
@@ -596,7 +578,7 @@ class RiskHandler(Handler):
 
     def _book_restored(self, o: _Booked) -> None:
         self._book(o.key, o.strategy, o.delta, o.price, o.time_ms, o.order_id, o.reduce_only,
-                   o.stop_loss, o.take_profit)
+                   o.stop_loss, o.take_profit, o.trailing_stop)
 
     # -- host contract ---------------------------------------------------------------------------
 

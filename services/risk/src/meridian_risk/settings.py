@@ -75,9 +75,10 @@ class RiskSettings(BaseSettings):
         20, ge=1, description="Most symbols with an open position at once (exits are exempt).")
     trailing_stop: Decimal = Field(
         Decimal("0"), ge=0, lt=1,
-        description="Close a position (reduce-only, decided like a FLAT signal) once a candle "
-                    "closes this fraction below the highest close since entry (above the "
-                    "lowest, short); 0 = off.")
+        description="Trailing stop put on every entry (ApprovedOrder.trailing_stop): the "
+                    "executor closes the position when a candle's low (high, short) comes back "
+                    "this fraction from the best price since entry, and the gate books it on "
+                    "the same candle; 0 = off.")
     require_stop_loss: bool = Field(
         True, description="Reject entries whose signal carries no usable stop_loss (the "
                           "signals service attaches one to every entry).")

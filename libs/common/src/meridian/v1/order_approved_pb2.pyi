@@ -17,7 +17,7 @@ ORDER_TYPE_MARKET: OrderType
 ORDER_TYPE_LIMIT: OrderType
 
 class ApprovedOrder(_message.Message):
-    __slots__ = ("meta", "client_order_id", "signal_id", "exchange", "symbol", "side", "order_type", "quantity", "limit_price", "reduce_only", "stop_loss", "take_profit", "strategy")
+    __slots__ = ("meta", "client_order_id", "signal_id", "exchange", "symbol", "side", "order_type", "quantity", "limit_price", "reduce_only", "stop_loss", "take_profit", "strategy", "trailing_stop")
     META_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ApprovedOrder(_message.Message):
     STOP_LOSS_FIELD_NUMBER: _ClassVar[int]
     TAKE_PROFIT_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    TRAILING_STOP_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.Meta
     client_order_id: str
     signal_id: str
@@ -44,4 +45,5 @@ class ApprovedOrder(_message.Message):
     stop_loss: str
     take_profit: str
     strategy: str
-    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., client_order_id: _Optional[str] = ..., signal_id: _Optional[str] = ..., exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., quantity: _Optional[str] = ..., limit_price: _Optional[str] = ..., reduce_only: _Optional[bool] = ..., stop_loss: _Optional[str] = ..., take_profit: _Optional[str] = ..., strategy: _Optional[str] = ...) -> None: ...
+    trailing_stop: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., client_order_id: _Optional[str] = ..., signal_id: _Optional[str] = ..., exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., quantity: _Optional[str] = ..., limit_price: _Optional[str] = ..., reduce_only: _Optional[bool] = ..., stop_loss: _Optional[str] = ..., take_profit: _Optional[str] = ..., strategy: _Optional[str] = ..., trailing_stop: _Optional[str] = ...) -> None: ...

@@ -161,6 +161,9 @@ class LiveExecutionHandler(Handler):
         if approved.symbol not in self.symbols:
             return (f"{approved.symbol} is not in MERIDIAN_EXECUTION_SYMBOLS "
                     f"({','.join(self.symbols)})")
+        if approved.trailing_stop:
+            return ("trailing stops are not sent to the exchange yet: set "
+                    "MERIDIAN_RISK_TRAILING_STOP=0 for live trading")
         if approved.reduce_only:
             return ""
         if self.kill:
