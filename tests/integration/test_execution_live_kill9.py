@@ -123,9 +123,13 @@ async def test_kill_9_while_sending_never_doubles_an_order_or_a_fill(
 
         await _wait(all_filled, proc, log)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        await exchange.stop()
+        proc.terminate()  # it finishes its batch, talking to the exchange: keep serving it
+        try:
+            await asyncio.to_thread(proc.wait, 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            await exchange.stop()
 
     # the exchange: one create request and one order per approved order, all filled
     assert all(exchange.create_requests(c) == 1 for c in coids), \

@@ -30,8 +30,8 @@ def bar(i: int, o: str, h: str, low: str, c: str | None = None) -> candle_pb2.Ca
 
 
 def order(i: int, side: int = BUY, qty: str = "1", *, sl: str = "", tp: str = "",
-          reduce_only: bool = False, limit: str = "", trailing: str = "",
-          name: str | None = None) -> order_approved_pb2.ApprovedOrder:
+          reduce_only: bool = False, limit: str = "", trailing: str = "", leverage: str = "",
+          mmr: str = "", name: str | None = None) -> order_approved_pb2.ApprovedOrder:
     sid = name or f"sig:{i}:{side}"
     coid = ids.client_order_id(sid)
     return order_approved_pb2.ApprovedOrder(
@@ -40,7 +40,8 @@ def order(i: int, side: int = BUY, qty: str = "1", *, sl: str = "", tp: str = ""
         order_type=order_approved_pb2.ORDER_TYPE_LIMIT if limit else
         order_approved_pb2.ORDER_TYPE_MARKET,
         quantity=qty, limit_price=limit, stop_loss=sl, take_profit=tp,
-        reduce_only=reduce_only, trailing_stop=trailing, strategy="t")
+        reduce_only=reduce_only, trailing_stop=trailing, leverage=leverage,
+        maintenance_margin_rate=mmr, strategy="t")
 
 
 def wm(i: int) -> common_pb2.Watermark:
@@ -156,6 +157,30 @@ def test_trailing_stop_trails_the_best_price_before_each_candle() -> None:
     exit_ = fills(items)[-1]
     assert exit_.client_order_id == ids.client_order_id(f"{entry.client_order_id}:trailing_stop")
     assert exit_.meta.event_time_ms == T0 + 3 * HOUR
+
+
+def test_isolated_leverage_liquidates_before_a_stop_beyond_it_and_loses_the_margin() -> None:
+    # 10x isolated, mmr 0.5 %: liquidation at 100 x (1 - 0.1 + 0.005) = 90.5
+    entry = order(1, sl="80", leverage="10", mmr="0.005")
+    items = run(ExecutionHandler(FEES), [entry, bar(1, "100", "101", "99"),
+                                         wm(2), bar(2, "95", "96", "90")])
+    opened, closed = fills(items)
+    assert closed.client_order_id == ids.client_order_id(f"{entry.client_order_id}:liquidation")
+    assert (closed.side, closed.price, closed.liquidity) == (SELL, "90.5",
+                                                             fill_pb2.LIQUIDITY_TAKER)
+    assert Decimal(closed.fee) == Decimal("0.5")  # the maintenance margin left at 90.5
+    loss = (Decimal(closed.price) - Decimal(opened.price)) - Decimal(closed.fee)
+    assert loss == Decimal("-10")  # exactly the initial margin, 100 / 10
+    # a gap through the stop and the liquidation still ends at the liquidation price
+    gap = run(ExecutionHandler(FEES), [order(1, sl="80", leverage="10", mmr="0.005", name="g"),
+                                       bar(1, "100", "101", "99"), wm(2),
+                                       bar(2, "70", "71", "69")])
+    assert fills(gap)[-1].price == "90.5"
+    # a stop before the liquidation is hit first on the way down
+    safe = run(ExecutionHandler(FEES), [order(1, sl="95", leverage="10", mmr="0.005", name="s"),
+                                        bar(1, "100", "101", "99"), wm(2),
+                                        bar(2, "97", "98", "90")])
+    assert fills(safe)[-1].price == "95"
 
 
 def test_stop_checked_on_the_entry_candle_itself() -> None:

@@ -222,16 +222,17 @@ def test_a_restart_mid_replay_decides_and_trips_as_an_uninterrupted_gate(tmp_pat
     assert decided(before) + decided(after) == decided(whole)
 
 
-@pytest.mark.parametrize("trailing", ["0", "0.03"])
-def test_the_gate_books_exactly_the_stop_outs_the_paper_executor_fills(tmp_path: Path,
-                                                                       trailing: str) -> None:
+@pytest.mark.parametrize(("trailing", "leverage"), [("0", "1"), ("0.03", "1"), ("0", "10")])
+def test_the_gate_books_exactly_the_stop_outs_the_paper_executor_fills(
+        tmp_path: Path, trailing: str, leverage: str) -> None:
     """The gate never sees a fill: it closes a position in its book on the candle whose range
     triggers the position's stop-loss or take-profit, as the executor fills it. Over the real
     replay both must close the same positions, with the same exit ids, at the same candles, and
     end with the same positions; otherwise the gate's limits act on positions that are gone."""
     candles, signals = _inputs(str(tmp_path / "models"))
     # default limits (no breaker in the way), with or without a trailing stop on each entry
-    gate = RiskHandler(RiskSettings(trailing_stop=Decimal(trailing)))
+    gate = RiskHandler(RiskSettings(trailing_stop=Decimal(trailing),
+                                    leverage=Decimal(leverage)))
     decided = testing.feed(gate, topics.CANDLE, list(candles) + list(signals))
     approved = [(t, k, m) for t, k, m in decided
                 if isinstance(m, order_approved_pb2.ApprovedOrder)]
@@ -248,7 +249,7 @@ def test_the_gate_books_exactly_the_stop_outs_the_paper_executor_fills(tmp_path:
                         for t, _, f in filled if isinstance(f, fill_pb2.Fill)
                         and f.client_order_id not in entries)
     stop_ids = {exit_order_id(c, r) for c in entries
-                for r in ("stop_loss", "take_profit", "trailing_stop")}
+                for r in ("stop_loss", "take_profit", "trailing_stop", "liquidation")}
     booked = sorted((t, coid) for trades in gate.ledger.closed.values()
                     for t, coid, _ in trades if coid in stop_ids)
     assert gate.stopped > 10

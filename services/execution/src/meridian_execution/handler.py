@@ -53,14 +53,6 @@ class _Bar:
 
 
 @dataclass(slots=True)
-class _Protect:
-    exits: triggers.Exits[Decimal]
-    from_ms: int  # first candle open it is checked on
-    cause: str  # the client order id that set it
-    trail: triggers.Trail[Decimal] | None = None  # best price so far, with a trailing stop
-
-
-@dataclass(slots=True)
 class _Resting:
     order: order_approved_pb2.ApprovedOrder
     state: Order
@@ -74,7 +66,7 @@ class _Book:
     pending: list[tuple[order_approved_pb2.ApprovedOrder, Order]] = field(default_factory=list)
     resting: list[_Resting] = field(default_factory=list)
     position: Decimal = ZERO  # signed, from this executor's fills
-    protect: _Protect | None = None
+    protect: protection.Guard | None = None
     order_wm: int = 0
     last_open: int = 0  # newest candle received
     done_open: int = 0  # newest candle evaluated
@@ -175,10 +167,9 @@ class ExecutionHandler(Handler):
 
     def _protective(self, key: str, book: _Book, bar: _Bar, out: Outbox) -> None:
         protect = book.protect
-        if protect is None or book.position == 0 or bar.open_ms < protect.from_ms:
+        if protect is None or book.position == 0:
             return
-        hit, protect.trail = protection.check(protect.exits, protect.trail, bar.open, bar.high,
-                                              bar.low)
+        hit = protect.on_candle(bar.open_ms, bar.open, bar.high, bar.low)
         if hit is None:
             return
         side = protect.exits.closing_side
@@ -192,8 +183,9 @@ class ExecutionHandler(Handler):
         exit_order = order_approved_pb2.ApprovedOrder(
             client_order_id=coid, exchange=exchange, symbol=symbol, side=side,
             quantity=to_str(quantity), reduce_only=True)
-        self._execute(key, book, exit_order, state, bar.open_ms,
-                      self.model.fill(side, quantity, hit), out, at_open=hit.at_open)
+        fill = self.model.fill(side, quantity, hit, protect.liquidation_fee(quantity)
+                               if hit.reason == triggers.LIQUIDATION else None)
+        self._execute(key, book, exit_order, state, bar.open_ms, fill, out, at_open=hit.at_open)
 
     def _limit_orders(self, key: str, book: _Book, bar: _Bar, out: Outbox) -> None:
         still = []
@@ -259,14 +251,14 @@ class ExecutionHandler(Handler):
             book.protect = None
         elif what == "new":
             try:
-                exits = protection.exits(after > 0, order.stop_loss, order.take_profit,
-                                         order.trailing_stop)
+                book.protect = protection.guard(
+                    after > 0, order.stop_loss, order.take_profit, order.trailing_stop,
+                    order.leverage, order.maintenance_margin_rate, from_ms=check_from_ms,
+                    cause=order.client_order_id)
             except ValueError as exc:
                 log.warning("order's stop/take-profit ignored", extra={
                     "client_order_id": order.client_order_id, "error": str(exc)})
-                exits = None
-            book.protect = None if exits is None else \
-                _Protect(exits, check_from_ms, order.client_order_id)
+                book.protect = None
 
     def _advance(self, key: str, book: _Book, out: Outbox) -> None:
         wm = min(book.order_wm, book.last_open)

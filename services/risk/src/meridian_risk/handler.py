@@ -31,7 +31,7 @@ from meridian.v1 import (
     risk_decision_pb2,
     signal_pb2,
 )
-from meridian_common import ids, protection, topics, triggers
+from meridian_common import ids, protection, topics
 from meridian_common.config import ConfigError
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.merge import EventTimeMerge
@@ -65,21 +65,33 @@ class _Candle:
     low: Decimal = ZERO
 
 
-@dataclass(slots=True)
-class _Protect:
-    """The stops of an approved position, as the paper executor will apply them."""
-
-    exits: triggers.Exits[Decimal]
-    from_ms: int  # the approval's time: checked on every candle opening at or after it
-    cause: str  # the client order id that set them
-    trail: triggers.Trail[Decimal] | None = None  # best price so far, with a trailing stop
-
-
 @dataclass(frozen=True, slots=True)
 class _Signal:
     key: str
     signal: signal_pb2.Signal
     price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class _Guarded:
+    """What an approved order carries for the executor's protection of its position."""
+
+    stop_loss: str = ""
+    take_profit: str = ""
+    trailing_stop: str = ""
+    leverage: str = ""  # isolated margin above 1x only
+    maintenance_margin_rate: str = ""
+
+    @classmethod
+    def of(cls, settings: RiskSettings, reduce_only: bool,
+           signal: signal_pb2.Signal) -> _Guarded:
+        if reduce_only:
+            return cls(signal.stop_loss, signal.take_profit)
+        trailing = to_str(settings.trailing_stop) if settings.trailing_stop > 0 else ""
+        isolated = settings.margin_mode == "isolated" and settings.leverage > 1
+        return cls(signal.stop_loss, signal.take_profit, trailing,
+                   to_str(settings.leverage) if isolated else "",
+                   to_str(settings.maintenance_margin_rate) if isolated else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +105,7 @@ class _Booked:
     price: Decimal
     order_id: str
     reduce_only: bool
-    stop_loss: str = ""
-    take_profit: str = ""
-    trailing_stop: str = ""
+    guard: _Guarded | None = None
 
 
 class RiskHandler(Handler):
@@ -127,7 +137,7 @@ class RiskHandler(Handler):
         self.market = Market(settings.correlation_window)
         # stop-loss / take-profit per open position: closed in the book on the candle that
         # triggers them (`meridian_common.protection`), where the executor fills the exit
-        self.protect: dict[str, _Protect] = {}
+        self.protect: dict[str, protection.Guard] = {}
         self.stopped = 0
         self.breakers = Breakers(settings)
         self.merge: EventTimeMerge[_Candle | _Signal] = EventTimeMerge(settings.merge_grace_s)
@@ -305,10 +315,9 @@ class RiskHandler(Handler):
         take-profit or trailing stop (the same `protection.check`, at the hit price, before
         the close marks)."""
         protect = self.protect.get(candle.key)
-        if protect is None or candle.open_ms < protect.from_ms:
+        if protect is None:
             return
-        hit, protect.trail = protection.check(protect.exits, protect.trail, candle.open,
-                                              candle.high, candle.low)
+        hit = protect.on_candle(candle.open_ms, candle.open, candle.high, candle.low)
         if hit is None:
             return
         key = candle.key
@@ -400,10 +409,9 @@ class RiskHandler(Handler):
         self.approved += 1
         coid = ids.client_order_id(signal.meta.id)
         decision.client_order_id = coid
-        trailing = to_str(settings.trailing_stop) \
-            if settings.trailing_stop > 0 and not proposal.reduce_only else ""
+        guard = _Guarded.of(settings, proposal.reduce_only, signal)
         self._book(key, signal.strategy, proposal.target - self.book.quantity(key), price, t,
-                   coid, proposal.reduce_only, signal.stop_loss, signal.take_profit, trailing)
+                   coid, proposal.reduce_only, guard)
         out.emit(topics.RISK_DECISION, key, decision)
         out.emit(topics.ORDER_APPROVED, key, order_approved_pb2.ApprovedOrder(
             meta=common_pb2.Meta(id=coid, cause_id=decision.meta.id, event_time_ms=t,
@@ -413,12 +421,12 @@ class RiskHandler(Handler):
             order_type=order_approved_pb2.ORDER_TYPE_MARKET,
             quantity=to_str(proposal.quantity), reduce_only=proposal.reduce_only,
             stop_loss=signal.stop_loss, take_profit=signal.take_profit, strategy=signal.strategy,
-            trailing_stop=trailing,
+            trailing_stop=guard.trailing_stop, leverage=guard.leverage,
+            maintenance_margin_rate=guard.maintenance_margin_rate,
         ))
 
     def _book(self, key: str, strategy: str, delta: Decimal, price: Decimal, time_ms: int,
-              order_id: str, reduce_only: bool, stop_loss: str = "",
-              take_profit: str = "", trailing_stop: str = "") -> None:
+              order_id: str, reduce_only: bool, guard: _Guarded | None = None) -> None:
         """Book an approved order: in the strategy ledger (from the position before it), then
         in the book, then its stops. Live approvals and the restore go through here alike."""
         before = self.book.positions.get(key)
@@ -430,15 +438,18 @@ class RiskHandler(Handler):
         if what == "none":
             self.protect.pop(key, None)
         elif what == "new":
+            g = guard or _Guarded()
             try:
-                exits = protection.exits(after.quantity > 0,  # type: ignore[union-attr]
-                                         stop_loss, take_profit, trailing_stop)
+                made = protection.guard(
+                    after.quantity > 0,  # type: ignore[union-attr]
+                    g.stop_loss, g.take_profit, g.trailing_stop, g.leverage,
+                    g.maintenance_margin_rate, from_ms=time_ms, cause=order_id)
             except ValueError:
-                exits = None  # the executor ignores them too (and logs why)
-            if exits is None:
+                made = None  # the executor ignores them too (and logs why)
+            if made is None:
                 self.protect.pop(key, None)
             else:
-                self.protect[key] = _Protect(exits, time_ms, order_id)
+                self.protect[key] = made
 
     @property
     def positions(self) -> dict[str, Decimal]:
@@ -545,8 +556,9 @@ class RiskHandler(Handler):
         self._restore_orders.append(_Booked(
             key, order.meta.event_time_ms, order.strategy,
             quantity if order.side == common_pb2.SIDE_BUY else -quantity, price,
-            order.client_order_id, order.reduce_only, order.stop_loss, order.take_profit,
-            order.trailing_stop))
+            order.client_order_id, order.reduce_only, _Guarded(
+                order.stop_loss, order.take_profit, order.trailing_stop, order.leverage,
+                order.maintenance_margin_rate)))
 
     def restored(self) -> None:
         """Replay the approved orders with the candles up to where the merge had got, in its
@@ -578,7 +590,7 @@ class RiskHandler(Handler):
 
     def _book_restored(self, o: _Booked) -> None:
         self._book(o.key, o.strategy, o.delta, o.price, o.time_ms, o.order_id, o.reduce_only,
-                   o.stop_loss, o.take_profit, o.trailing_stop)
+                   o.guard)
 
     # -- host contract ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ ORDER_TYPE_MARKET: OrderType
 ORDER_TYPE_LIMIT: OrderType
 
 class ApprovedOrder(_message.Message):
-    __slots__ = ("meta", "client_order_id", "signal_id", "exchange", "symbol", "side", "order_type", "quantity", "limit_price", "reduce_only", "stop_loss", "take_profit", "strategy", "trailing_stop")
+    __slots__ = ("meta", "client_order_id", "signal_id", "exchange", "symbol", "side", "order_type", "quantity", "limit_price", "reduce_only", "stop_loss", "take_profit", "strategy", "trailing_stop", "leverage", "maintenance_margin_rate")
     META_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,8 @@ class ApprovedOrder(_message.Message):
     TAKE_PROFIT_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     TRAILING_STOP_FIELD_NUMBER: _ClassVar[int]
+    LEVERAGE_FIELD_NUMBER: _ClassVar[int]
+    MAINTENANCE_MARGIN_RATE_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.Meta
     client_order_id: str
     signal_id: str
@@ -46,4 +48,6 @@ class ApprovedOrder(_message.Message):
     take_profit: str
     strategy: str
     trailing_stop: str
-    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., client_order_id: _Optional[str] = ..., signal_id: _Optional[str] = ..., exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., quantity: _Optional[str] = ..., limit_price: _Optional[str] = ..., reduce_only: _Optional[bool] = ..., stop_loss: _Optional[str] = ..., take_profit: _Optional[str] = ..., strategy: _Optional[str] = ..., trailing_stop: _Optional[str] = ...) -> None: ...
+    leverage: str
+    maintenance_margin_rate: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., client_order_id: _Optional[str] = ..., signal_id: _Optional[str] = ..., exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., quantity: _Optional[str] = ..., limit_price: _Optional[str] = ..., reduce_only: _Optional[bool] = ..., stop_loss: _Optional[str] = ..., take_profit: _Optional[str] = ..., strategy: _Optional[str] = ..., trailing_stop: _Optional[str] = ..., leverage: _Optional[str] = ..., maintenance_margin_rate: _Optional[str] = ...) -> None: ...
