@@ -20,7 +20,7 @@ from meridian.v1 import common_pb2, control_pb2, fill_pb2, order_approved_pb2, o
 from meridian_common import ids, orders, topics
 from meridian_common.ccxt_urls import reroute_urls
 from meridian_common.handler import Inbound, Outbox
-from meridian_execution.live.ccxt_venue import BybitVenue
+from meridian_execution.live.ccxt_venue import venue_for
 from meridian_execution.live.handler import HALT_KEY, LiveExecutionHandler
 from meridian_execution.settings import ExecutionSettings
 from meridian_fake_exchange import TEST_API_KEY, TEST_API_SECRET, FakeClock, FakeExchange
@@ -84,9 +84,9 @@ class Driver:
                 and (coid is None or m.client_order_id == coid)]
 
 
-async def driver(server: FakeExchange, **over: Any) -> Driver:
+async def driver(server: FakeExchange, *, venue: str = "bybit", **over: Any) -> Driver:
     s = settings(server, **over)
-    return Driver(LiveExecutionHandler(s, BybitVenue(s, "bybit")))
+    return Driver(LiveExecutionHandler(s, venue_for(s, venue)))
 
 
 Starter = Callable[..., Awaitable[Driver]]
@@ -108,12 +108,13 @@ async def make_driver(exchange: FakeExchange) -> AsyncIterator[Starter]:
 
 def approved(signal: str, side: int = common_pb2.SIDE_BUY, qty: str = "0.01", *,
              symbol: str = "BTCUSDT", reduce_only: bool = False, limit: str = "",
-             stop: str = "") -> tuple[str, str, order_approved_pb2.ApprovedOrder]:
+             stop: str = "",
+             venue: str = "bybit") -> tuple[str, str, order_approved_pb2.ApprovedOrder]:
     coid = ids.client_order_id(signal)
     kind = order_approved_pb2.ORDER_TYPE_LIMIT if limit else order_approved_pb2.ORDER_TYPE_MARKET
-    return topics.ORDER_APPROVED, f"bybit:{symbol}", order_approved_pb2.ApprovedOrder(
+    return topics.ORDER_APPROVED, f"{venue}:{symbol}", order_approved_pb2.ApprovedOrder(
         meta=common_pb2.Meta(id=coid, event_time_ms=START_MS, producer="test"),
-        client_order_id=coid, signal_id=signal, exchange="bybit", symbol=symbol, side=side,
+        client_order_id=coid, signal_id=signal, exchange=venue, symbol=symbol, side=side,
         order_type=kind, quantity=qty, limit_price=limit, reduce_only=reduce_only,
         stop_loss=stop, strategy="test")
 
@@ -413,3 +414,76 @@ async def test_a_trailing_stop_the_exchange_would_not_get_is_refused_not_dropped
     assert d.statuses(coid_of(item)) == ["PENDING_SUBMIT", "REJECTED"]
     assert "MERIDIAN_RISK_TRAILING_STOP=0" in d.events(coid_of(item))[-1].reason
     assert exchange.create_requests(coid_of(item)) == 0
+
+
+async def test_status_unknown_answers_resolve_by_query_and_resend_the_same_id(
+        exchange: FakeExchange, make_driver: Starter) -> None:
+    """Bybit 10016 (internal error) says nothing about the order: UNKNOWN; the query finds no
+    order, so the same client id is sent again (and again after a second 10016, without a
+    second UNKNOWN event); one order at the end."""
+    d = await make_driver()
+    exchange.reject_orders(10016, "Internal server error.", n=2)
+    order = approved("s-10016")
+    coid = coid_of(order)
+    await d.send(order)
+    await d.until(lambda: "FILLED" in d.statuses(coid))
+    assert d.statuses(coid) == ["PENDING_SUBMIT", "UNKNOWN", "OPEN", "FILLED"]
+    assert exchange.create_requests(coid) == 3
+    assert [o["orderLinkId"] for o in exchange.orders()].count(coid) == 1
+
+
+# -- Binance USDT-M: the same guarantees through the second connector ---------------------------
+
+
+async def test_binance_market_fill_and_fills_joined_by_order_id(exchange: FakeExchange,
+                                                                make_driver: Starter) -> None:
+    d = await make_driver(venue="binance")
+    order = approved("b-1", qty="0.01", venue="binance")
+    coid = coid_of(order)
+    await d.send(order)
+    await d.until(lambda: "FILLED" in d.statuses(coid))
+    assert d.statuses(coid) == ["PENDING_SUBMIT", "OPEN", "FILLED"]
+    (fill,) = d.fills(coid)  # userTrades carry no client id: joined through the order id
+    (truth,) = [o for o in exchange.orders(venue="binance") if o["clientOrderId"] == coid]
+    assert Decimal(fill.price) == Decimal(truth["avgPrice"])
+    assert Decimal(fill.quantity) == Decimal("0.01")
+    assert exchange.create_requests(coid) == 1
+    assert d.handler.halted is None
+
+
+async def test_binance_margin_refusal_and_stops_refused_by_name(exchange: FakeExchange,
+                                                                make_driver: Starter) -> None:
+    d = await make_driver(venue="binance")
+    exchange.reject_orders(-2019, "Margin is insufficient.")
+    poor = approved("b-poor", venue="binance")
+    await d.send(poor)
+    assert d.statuses(coid_of(poor)) == ["PENDING_SUBMIT", "REJECTED"]
+    assert d.events(coid_of(poor))[-1].reason == "-2019: Margin is insufficient."
+    stopped = approved("b-stop", stop="40000", venue="binance")
+    await d.send(stopped)
+    assert d.statuses(coid_of(stopped)) == ["PENDING_SUBMIT", "REJECTED"]
+    assert "takes no stop-loss" in d.events(coid_of(stopped))[-1].reason
+    assert exchange.create_requests(coid_of(stopped)) == 0
+
+
+async def test_binance_timeout_and_crash_adoption_send_each_order_once(
+        exchange: FakeExchange, make_driver: Starter) -> None:
+    """Binance checks client ids among open orders only: a filled market order's id is free
+    again, so only the query by client id stands between a lost answer and a second order."""
+    d = await make_driver(venue="binance", request_timeout_ms=300)
+    exchange.accept_then_timeout(1, delay_s=1.5)
+    timed_out = approved("b-timeout", venue="binance")
+    await d.send(timed_out)
+    await d.until(lambda: "FILLED" in d.statuses(coid_of(timed_out)))
+    assert "UNKNOWN" in d.statuses(coid_of(timed_out))
+    assert exchange.create_requests(coid_of(timed_out)) == 1
+    crashed = approved("b-crash", venue="binance")
+    await d.send(crashed)  # sent and filled; nothing of it reaches Kafka
+    await d.handler.stop()
+    second = await make_driver(venue="binance")
+    second.handler.restored()
+    await second.send(crashed)
+    await second.until(lambda: "FILLED" in second.statuses(coid_of(crashed)))
+    assert exchange.create_requests(coid_of(crashed)) == 1
+    assert len(second.fills(coid_of(crashed))) == 1
+    assert second.handler.halted is None

@@ -35,8 +35,24 @@ def _walk(node: Any, base: str, hostname: str | None) -> Any:
     return node
 
 
-def reroute_urls(exchange: Any, base_url: str) -> None:
-    """Rewrite `exchange.urls['api']` in place so every request goes to `base_url`."""
+def reroute_urls(exchange: Any, base_url: str, *, keep_error_maps: bool = True) -> None:
+    """Rewrite `exchange.urls['api']` in place so every request goes to `base_url`.
+
+    ccxt's binance picks its per-market error maps (USDT-M: -2019 InsufficientFunds, -4116
+    duplicate client id, ...) by the request URL starting with `https://fapi.binance.com/`;
+    rerouted, those codes would fall through to a bare ExchangeError. With `keep_error_maps`
+    (the default) that lookup is given the original URL back; exchanges without per-URL maps
+    (bybit) are untouched."""
     hostname = getattr(exchange, "hostname", None)
     exchange.urls = dict(exchange.urls)
     exchange.urls["api"] = _walk(exchange.urls["api"], base_url, hostname)
+    original = getattr(exchange, "get_exceptions_by_url", None)
+    if keep_error_maps and original is not None:
+        prefix = base_url.rstrip("/") + "/"
+
+        def by_original_url(url: str | None, exact_or_broad: str) -> Any:
+            if url is not None and url.startswith(prefix):
+                url = "https://" + url[len(prefix):]
+            return original(url, exact_or_broad)
+
+        exchange.get_exceptions_by_url = by_original_url

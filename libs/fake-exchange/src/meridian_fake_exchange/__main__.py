@@ -7,7 +7,8 @@ It prints its base URL on the first line of stdout (so a parent process can read
 --port 0) and runs until SIGINT/SIGTERM. Faults and the clock are driven via /_admin/... , and
 the trading truth is read from GET /_admin/orders (executions, positions, wallet).
 Trading accounts: --api-key KEY:SECRET (repeatable; default the package's TEST_API_KEY /
-TEST_API_SECRET), each starting with --usdt USDT; --no-timestamp-check accepts signed requests
+TEST_API_SECRET), each a Bybit account and a separate Binance USDT-M account starting with
+--usdt USDT; --no-timestamp-check accepts signed requests
 whatever their timestamp (for clients that cannot follow a jumping fake clock).
 """
 

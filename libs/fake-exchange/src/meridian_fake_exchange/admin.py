@@ -5,7 +5,9 @@
          rate_limit n | server_error n status | slow seconds n | rate_limit_per_s rate
          drop_ws after | drop_ws_every k | duplicate_ws p | reorder_ws p
          correction symbol timeframe open_time_ms [values] [delay_ms]
-         reject_orders code msg [n=1]            next n order creates answer retCode code
+         reject_orders code msg [n=1] [status]   next n order creates (either venue) answer
+                                                 code (Bybit retCode > 0; Binance code < 0,
+                                                 HTTP status, default 400)
          accept_then_timeout [n=1] [delay_s=30] [drop=false]
                                                  next n accepted creates: answer held back
                                                  delay_s (client times out) or connection cut
@@ -17,6 +19,9 @@
                               "the exchange saw no duplicate order"
   GET  /_admin/executions     {"executions": [...]}; /_admin/positions {"positions": [...]}
   GET  /_admin/wallet?api_key=K   the UNIFIED wallet (api_key optional with one account)
+       each of these four takes ?venue=binance: the Binance futures accounts, in Binance's
+       shapes (orders as GET /fapi/v1/order, fills as userTrades, positionRisk v3, account
+       v3), create_requests counting newClientOrderId
   GET  /_admin/stats          request/push counters; POST /_admin/stats/reset zeroes them
   GET  /_admin/clock          {"now_ms", "speed", "paused"}
   POST /_admin/clock          any of {"set_ms", "advance_ms", "speed", "pause": true|false}
@@ -60,8 +65,9 @@ def _fault_actions(server: FakeExchange) -> dict[str, Callable[[dict[str, Any]],
         "duplicate_ws": lambda b: server.duplicate_ws(float(b["p"])),
         "reorder_ws": lambda b: server.reorder_ws(float(b["p"])),
         "correction": correction,
-        "reject_orders": lambda b: server.reject_orders(int(b["code"]), str(b.get("msg", "")),
-                                                        int(b.get("n", 1))),
+        "reject_orders": lambda b: server.reject_orders(
+            int(b["code"]), str(b.get("msg", "")), int(b.get("n", 1)),
+            None if b.get("status") is None else int(b["status"])),
         "accept_then_timeout": lambda b: server.accept_then_timeout(
             int(b.get("n", 1)), float(b.get("delay_s", 30.0)), drop=bool(b.get("drop", False))),
         "partial_fills": lambda b: server.partial_fills(int(b["pieces"]), int(b.get("n", 1))),
@@ -133,17 +139,19 @@ class _Admin:
         """GET /_admin/{orders,executions,positions,wallet}[?api_key=K]."""
         what = request.match_info["what"]
         key = request.query.get("api_key") or None
+        venue = request.query.get("venue") or "bybit"
         server = self.server
         try:
             if what == "orders":
-                body: dict[str, Any] = {"orders": server.orders(key),
-                                        "create_requests": dict(server.engine.create_requests)}
+                engine = server.binance_engine if venue == "binance" else server.engine
+                body: dict[str, Any] = {"orders": server.orders(key, venue),
+                                        "create_requests": dict(engine.create_requests)}
             elif what == "executions":
-                body = {"executions": server.executions(key)}
+                body = {"executions": server.executions(key, venue)}
             elif what == "positions":
-                body = {"positions": server.positions(key)}
+                body = {"positions": server.positions(key, venue)}
             else:
-                body = {"wallet": server.wallet(key)}
+                body = {"wallet": server.wallet(key, venue)}
         except (KeyError, ValueError) as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         return web.json_response(body)

@@ -1,4 +1,5 @@
-"""Binance spot and USDT-M futures public API: what ccxt's `binance` / `ccxt.pro.binance` use.
+"""Binance spot and USDT-M futures public API: what ccxt's `binance` / `ccxt.pro.binance` use
+(the USDT-M private trading routes are in binance_private.py).
 
 REST
   api.binance.com  /api/v3/ping, /api/v3/time, /api/v3/exchangeInfo, /api/v3/klines
@@ -30,6 +31,7 @@ from aiohttp import web
 
 from meridian_common.marketdata import timeframe_ms
 from meridian_fake_exchange.context import Context, dumps
+from meridian_fake_exchange.data import MarketData
 from meridian_fake_exchange.market import Event
 from meridian_fake_exchange.specs import Spec, decimals, spec_for, split_symbol
 from meridian_fake_exchange.venue import ParamError, Venue, int_param, quote_volume
@@ -152,8 +154,7 @@ class Binance(Venue):
 
     @staticmethod
     def _spec(ctx: Context, kind: str, symbol: str) -> Spec:
-        dps = [s.price_dp for (sym, _), s in ctx.market.data.candles.items() if sym == symbol]
-        return spec_for("binance", kind, symbol, max(dps, default=2))
+        return binance_spec(ctx.market.data, kind, symbol)
 
     def _klines(self, ctx: Context, query: Mapping[str, str], host: str) -> list[list[Any]]:
         symbol = query.get("symbol")
@@ -215,6 +216,12 @@ class Binance(Venue):
         else:
             names = segments[segments.index("ws") + 1:]
         return BinanceSession(ctx, request, ws, combined, names, self.timeframes)
+
+
+def binance_spec(data: MarketData, kind: str, symbol: str) -> Spec:
+    """The instrument rules Binance publishes for `symbol` ("spot" or "linear")."""
+    dps = [s.price_dp for (sym, _), s in data.candles.items() if sym == symbol]
+    return spec_for("binance", kind, symbol, max(dps, default=2))
 
 
 def _rate_limit(kind: str, interval: str, num: int, limit: int) -> dict[str, Any]:

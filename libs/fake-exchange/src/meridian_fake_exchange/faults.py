@@ -112,11 +112,14 @@ class OrderFaults:
     the HTTP answer is held back `timeout_delay_s` real seconds (or the connection is dropped),
     the ambiguous outcome an executor must resolve by looking the order up. `partial_*`: the
     next n accepted orders fill in `partial_pieces` equal parts, one per matching step.
+    The faults are venue-agnostic: the next create on either venue (Bybit or Binance) takes
+    them, so a rejection code must be the venue's own (Bybit retCode > 0, Binance code < 0).
     """
 
     reject_left: int = 0
     reject_code: int = 0
     reject_msg: str = ""
+    reject_status: int | None = None    # Binance: the HTTP status of the answer (400)
     timeout_left: int = 0
     timeout_delay_s: float = 30.0
     timeout_drop: bool = False

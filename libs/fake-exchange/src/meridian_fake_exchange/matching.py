@@ -19,11 +19,13 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from meridian_fake_exchange.faults import OrderFaults
 from meridian_fake_exchange.order_rules import (
+    PARAMS,
     OrderRequest,
     category_param,
     check_tpsl,
@@ -33,6 +35,7 @@ from meridian_fake_exchange.order_rules import (
 from meridian_fake_exchange.pricing import PricePath
 from meridian_fake_exchange.specs import Spec, split_symbol
 from meridian_fake_exchange.trading import (
+    DEFAULT_LEVERAGE,
     ZERO,
     Account,
     Execution,
@@ -47,13 +50,47 @@ from meridian_fake_exchange.trading import (
 from meridian_fake_exchange.venue import ParamError
 
 SpecOf = Callable[[str, str], Spec]
-NOT_ENOUGH_MARGIN = (110007, "ab not enough for new order")
 SPOT_BALANCE = (170131, "Balance insufficient")
-DUPLICATE_LINK_ID = (110072, "OrderLinkedID is duplicate")
-ZERO_POSITION = (110017, "current position is zero, cannot fix reduce-only order qty")
-REDUCE_ONLY = (110017, "Reduce-only rule not satisfied")
-NOT_FOUND = (110001, "order not exists or too late to cancel")
-MIN_NOTIONAL = 110094
+Answer = tuple[int, str]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What differs between the venues a matching engine serves: the code and message of each
+    rejection the engine itself decides (the front-ends validate the request fields), how
+    unique client ids must be, the default leverage and the shape of ids.
+
+    `min_notional`'s message may use `{min_notional}`."""
+
+    params: int
+    not_enough_margin: Answer
+    duplicate_link_id: Answer
+    zero_position: Answer
+    reduce_only: Answer
+    min_notional: Answer
+    not_found: Answer
+    position_idx: Answer
+    #: True: a client id may not repeat among OPEN orders only (Binance: "a unique id among
+    #: open orders"); False: among all orders of the account (Bybit)
+    unique_among_open_only: bool = False
+    default_leverage: Decimal = Decimal(10)
+    #: integer order/trade ids from a counter (Binance) instead of seeded UUIDs (Bybit)
+    numeric_ids: bool = False
+
+
+BYBIT_RULES = Rules(
+    params=PARAMS,
+    not_enough_margin=(110007, "ab not enough for new order"),
+    duplicate_link_id=(110072, "OrderLinkedID is duplicate"),
+    zero_position=(110017, "current position is zero, cannot fix reduce-only order qty"),
+    reduce_only=(110017, "Reduce-only rule not satisfied"),
+    min_notional=(110094, "Order does not meet minimum order value {min_notional}USDT"),
+    not_found=(110001, "order not exists or too late to cancel"),
+    position_idx=(PARAMS, "params error: position idx not match position mode"),
+)
+#: first ids a numeric-id engine hands out (above 2**31, like the venue's, so a client that
+#: stores them in 32 bits breaks here and not in production)
+FIRST_ORDER_ID, FIRST_TRADE_ID = 4_000_000_001, 300_000_001
 
 
 class Fill(NamedTuple):
@@ -69,21 +106,34 @@ class Engine:
 
     def __init__(self, path: PricePath, spec_of: SpecOf, symbols: tuple[str, ...],
                  fees: Fees, faults: OrderFaults, api_keys: Iterable[str],
-                 balances: Mapping[str, Decimal], seed: int = 0) -> None:
+                 balances: Mapping[str, Decimal], seed: int = 0,
+                 rules: Rules = BYBIT_RULES) -> None:
         self.path = path
         self.spec_of = spec_of
         self.symbols = symbols
         self.fees = fees
         self.faults = faults
-        self.accounts = {key: Account(key, dict(balances)) for key in api_keys}
+        self.rules = rules
+        leverage = {} if rules.default_leverage == DEFAULT_LEVERAGE else \
+            dict.fromkeys(symbols, rules.default_leverage)
+        self.accounts = {key: Account(key, dict(balances), dict(leverage)) for key in api_keys}
         self.create_requests: Counter[str] = Counter()
         self._rng = random.Random(seed)  # noqa: S311 - reproducible ids, not crypto
         self._seq = 0
+        self._ids = {"order": FIRST_ORDER_ID, "trade": FIRST_TRADE_ID}
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def new_id(self) -> str:
+    def new_id(self, kind: str = "order") -> str:
+        """A fresh order ("order") or execution ("trade") id in the venue's style."""
+        if self.rules.numeric_ids:
+            self._ids[kind] += 1
+            return str(self._ids[kind] - 1)
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+    def reject(self, answer: Answer, **fields: Any) -> ParamError:
+        code, msg = answer
+        return ParamError(code, msg.format(**fields) if fields else msg)
 
     def price(self, symbol: str, now: int) -> Decimal | None:
         return self.path.price_at(symbol, now)
@@ -94,17 +144,22 @@ class Engine:
     def last(self, symbol: str, now: int) -> Decimal:
         last = self.price(symbol, now)
         if last is None:
-            raise params_error(f"params error: {symbol} has no market price yet at {now} "
-                               "(before the first candle of the data)")
+            raise ParamError(self.rules.params, f"{symbol} has no market price yet at {now} "
+                                                "(before the first candle of the data)")
         return last
 
     # -- orders --------------------------------------------------------------------------------
 
     def place(self, account: Account, params: Mapping[str, Any], now: int) -> Order:
         """Validate and accept one order, and match it at once; ParamError if rejected."""
-        req = parse_order(params, self.symbols, self.spec_of)
-        if req.link_id and req.link_id in account.by_link:
-            raise ParamError(*DUPLICATE_LINK_ID)
+        return self.accept(account, parse_order(params, self.symbols, self.spec_of), now)
+
+    def accept(self, account: Account, req: OrderRequest, now: int) -> Order:
+        """Check a request that passed its venue's field validation against the account, and
+        accept and match it; ParamError (with the venue's codes, see Rules) if rejected."""
+        known = account.by_link.get(req.link_id) if req.link_id else None
+        if known is not None and (known.is_open or not self.rules.unique_among_open_only):
+            raise self.reject(self.rules.duplicate_link_id)
         last = self.last(req.symbol, now)
         qty, idx, closing = req.qty, 0, False
         if req.category == "linear":
@@ -133,32 +188,31 @@ class Engine:
         hedged = req.symbol in account.hedged
         idx = req.position_idx if req.position_idx is not None else 0
         if hedged != (idx in (1, 2)):
-            raise params_error("params error: position idx not match position mode")
+            raise self.reject(self.rules.position_idx)
         if hedged:
             closing = (req.side == "Sell") == (idx == 1)
             if req.reduce_only and not closing:
-                raise ParamError(*REDUCE_ONLY)
+                raise self.reject(self.rules.reduce_only)
         else:
             closing = req.reduce_only
         qty = req.qty
         if closing:
             held = account.position(req.symbol, idx).qty
             if held == 0:
-                raise ParamError(*ZERO_POSITION)
+                raise self.reject(self.rules.zero_position)
             if (held > 0) == (req.side == "Buy"):
-                raise ParamError(*REDUCE_ONLY)
+                raise self.reject(self.rules.reduce_only)
             return idx, True, min(qty, abs(held))
         ref = req.price if req.price is not None else last
         check_tpsl(req.side, req.take_profit, req.stop_loss, ref, "order")
         spec = self.spec_of("linear", req.symbol)
         if qty * ref < Decimal(spec.min_notional):
-            raise ParamError(MIN_NOTIONAL, f"Order does not meet minimum order value "
-                                           f"{spec.min_notional}USDT")
+            raise self.reject(self.rules.min_notional, min_notional=spec.min_notional)
         opening = account.opening_qty(req.symbol, idx, req.side, qty)
         notional = opening * ref
         need = notional / account.leverage_of(req.symbol) + notional * self.fees.linear_taker
         if need > account.available("USDT", self.price_of(now), self.fees):
-            raise ParamError(*NOT_ENOUGH_MARGIN)
+            raise self.reject(self.rules.not_enough_margin)
         return idx, False, qty
 
     def _check_spot(self, account: Account, req: OrderRequest, last: Decimal,
@@ -216,7 +270,7 @@ class Engine:
         spec = self.spec_of(order.category, order.symbol)
         if order.quote_qty:  # spot market order sized in quote coin
             qty = floor_to(order.qty / fill.price, Decimal(spec.step))
-        closed = ZERO
+        closed = realised = ZERO
         if order.closing:
             held = account.position(order.symbol, order.position_idx).qty
             closable = abs(held) if held != 0 and (held > 0) != (order.side == "Buy") else ZERO
@@ -233,7 +287,8 @@ class Engine:
             apply_spot_fill(account, order, qty, fill.price, fee)
         else:
             fee_coin, fee = "USDT", qty * fill.price * rate
-            closed = apply_linear_fill(account, order, qty, fill.price, fee, fill.time_ms)
+            closed, realised = apply_linear_fill(account, order, qty, fill.price, fee,
+                                                 fill.time_ms)
         order.cum_qty += qty
         order.cum_value += qty * fill.price
         order.cum_fee += fee
@@ -242,9 +297,9 @@ class Engine:
         order.pieces_left = max(order.pieces_left - 1, 0)
         self._seq += 1
         account.executions.append(Execution(
-            self.new_id(), order, fill.price, qty, fee, rate, fee_coin, fill.maker, fill.time_ms,
-            closed, order.qty - order.cum_qty if not order.quote_qty else ZERO,
-            self.price(order.symbol, fill.time_ms) or fill.price, self._seq))
+            self.new_id("trade"), order, fill.price, qty, fee, rate, fee_coin, fill.maker,
+            fill.time_ms, closed, order.qty - order.cum_qty if not order.quote_qty else ZERO,
+            self.price(order.symbol, fill.time_ms) or fill.price, self._seq, realised))
         if order.quote_qty or order.cum_qty >= order.qty:
             order.finish(fill.time_ms)
         else:
@@ -268,9 +323,15 @@ class Engine:
     def cancel(self, account: Account, params: Mapping[str, Any], now: int) -> Order:
         category, symbol = category_param(params), str(params.get("symbol") or "")
         order = self._find(account, params)
-        if order is None or not order.is_open or order.category != category \
-                or (symbol and order.symbol != symbol):
-            raise ParamError(*NOT_FOUND)
+        if order is not None and (order.category != category
+                                  or (symbol and order.symbol != symbol)):
+            order = None
+        return self.cancel_order(account, order, now)
+
+    def cancel_order(self, account: Account, order: Order | None, now: int) -> Order:
+        """Cancel an open order by the user; the venue's not-found answer if it is not open."""
+        if order is None or not order.is_open:
+            raise self.reject(self.rules.not_found)
         order.finish(now, "CancelByUser")
         account.touch(order)
         return order

@@ -4,7 +4,9 @@ Requests arrive as `/<original host>/<original path>` (see meridian_common.ccxt_
 `reroute_urls`), so the first path segment picks the venue: api.bybit.com, stream.bybit.com,
 api.binance.com, fapi.binance.com, stream.binance.com, fstream.binance.com. Bybit's signed
 trading endpoints (GET and POST) go to bybit_private.py, its private stream to bybit_stream.py,
-both over one matching engine (matching.py). `/_admin/...` lets another process inject faults,
+both over one matching engine (matching.py); Binance's USDT-M signed endpoints go to
+binance_private.py, over a second engine of the same code with Binance's rules and accounts.
+`/_admin/...` lets another process inject faults,
 move the clock, read statistics and read the trading truth.
 """
 
@@ -21,9 +23,11 @@ from typing import Any
 from aiohttp import web
 
 from meridian_common.marketdata import RawCandle, default_data_dir, timeframe_ms
+from meridian_fake_exchange import binance_views
 from meridian_fake_exchange.admin import admin_routes
 from meridian_fake_exchange.auth import TEST_API_KEY, TEST_API_SECRET, Authenticator
-from meridian_fake_exchange.binance import Binance
+from meridian_fake_exchange.binance import Binance, binance_spec
+from meridian_fake_exchange.binance_private import BINANCE_RULES, BinancePrivate
 from meridian_fake_exchange.bybit import Bybit, bybit_spec
 from meridian_fake_exchange.bybit_private import BybitPrivate
 from meridian_fake_exchange.bybit_stream import BybitPrivateSession
@@ -45,6 +49,9 @@ from meridian_fake_exchange.trading import Account, Fees
 from meridian_fake_exchange.venue import Venue
 
 log = logging.getLogger(__name__)
+#: Binance USDT-M futures' non-VIP fees (spot fields unused: Binance trading is futures only)
+BINANCE_FEES = Fees(linear_taker=Decimal("0.0005"), linear_maker=Decimal("0.0002"))
+VENUES = ("bybit", "binance")
 
 
 class FakeExchange:
@@ -63,6 +70,11 @@ class FakeExchange:
     fake clock unless `check_timestamp=False`. Orders match against the forming candle's
     close of the finest served timeframe (see pricing.py, matching.py), on every private
     request and every `match_interval_s` real seconds.
+
+    Binance USDT-M futures private API: the same keys open a SEPARATE Binance futures account
+    each (same starting `balances`, leverage 20, one-way mode; fees `binance_fees`, default
+    taker 0.0005 / maker 0.0002), matched by a second engine of the same code
+    (`binance_engine`). The truth methods take `venue="binance"` for it.
 
     Fault injection (Python here, JSON through POST /_admin/faults): `rate_limit`,
     `server_error`, `slow`, `drop_ws`, `drop_ws_every`, `duplicate_ws`, `reorder_ws`,
@@ -84,7 +96,7 @@ class FakeExchange:
                  api_keys: Mapping[str, str] | None = None,
                  balances: Mapping[str, Decimal | str | int] | None = None,
                  fees: Fees | None = None, check_timestamp: bool = True,
-                 match_interval_s: float = 0.05) -> None:
+                 match_interval_s: float = 0.05, binance_fees: Fees | None = None) -> None:
         if ws_poll_interval_s <= 0:
             raise ValueError(f"ws_poll_interval_s must be > 0, got {ws_poll_interval_s}")
         if match_interval_s <= 0:
@@ -115,12 +127,19 @@ class FakeExchange:
         keys = dict(api_keys) if api_keys is not None else {TEST_API_KEY: TEST_API_SECRET}
         start_balances = {coin: Decimal(str(amount)) for coin, amount in
                           (balances if balances is not None else {"USDT": 100_000}).items()}
-        self.engine = Engine(PricePath(data), self._spec, self.symbols, fees or Fees(),
+        path = PricePath(data)
+        self.engine = Engine(path, self._spec, self.symbols, fees or Fees(),
                              self.faults.orders, keys, start_balances, seed)
+        self.binance_engine = Engine(path, self._binance_spec, self.symbols,
+                                     binance_fees or BINANCE_FEES, self.faults.orders, keys,
+                                     start_balances, seed, rules=BINANCE_RULES)
         self._closing = asyncio.Event()
         auth = Authenticator(keys, check_timestamp=check_timestamp)
         self.private = BybitPrivate(self.ctx, self.engine, auth, self._spec,
                                     self.faults.orders, self._closing)
+        self.binance_private = BinancePrivate(self.ctx, self.binance_engine, auth,
+                                              self._binance_spec, self.faults.orders,
+                                              self._closing)
 
         def private_stream(ctx: Context, request: web.Request,
                            ws: web.WebSocketResponse) -> BybitPrivateSession:
@@ -133,6 +152,9 @@ class FakeExchange:
 
     def _spec(self, category: str, symbol: str) -> Spec:
         return bybit_spec(self.market.data, category, symbol)
+
+    def _binance_spec(self, category: str, symbol: str) -> Spec:
+        return binance_spec(self.market.data, category, symbol)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -243,13 +265,18 @@ class FakeExchange:
 
     # -- order faults --------------------------------------------------------------------------
 
-    def reject_orders(self, code: int, msg: str, n: int = 1) -> None:
-        """The next `n` authenticated order creates answer retCode `code` / retMsg `msg` and
-        are not recorded (e.g. 10006 rate limit, 10016 system error, 110007 margin)."""
+    def reject_orders(self, code: int, msg: str, n: int = 1, status: int | None = None) -> None:
+        """The next `n` authenticated order creates (either venue) answer `code` / `msg` and
+        are not recorded. Bybit: retCode > 0 in an HTTP 200 envelope (e.g. 10006 rate limit,
+        10016 system error, 110007 margin); Binance: code < 0 with HTTP `status` (default 400;
+        e.g. -1008 server busy, -1007 timeout -> ccxt RequestTimeout, -2019 margin)."""
         if code == 0:
-            raise ValueError("reject_orders needs a non-zero retCode")
+            raise ValueError("reject_orders needs a non-zero code")
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError(f"reject_orders status must be 4xx or 5xx, got {status}")
         orders = self.faults.orders
         orders.reject_left, orders.reject_code, orders.reject_msg = n, int(code), str(msg)
+        orders.reject_status = status
 
     def accept_then_timeout(self, n: int = 1, delay_s: float = 30.0, *,
                             drop: bool = False) -> None:
@@ -293,56 +320,92 @@ class FakeExchange:
     # -- the trading truth ---------------------------------------------------------------------
 
     def match_now(self) -> None:
-        """Run a matching step at the current fake time (requests and a background task do
-        this anyway; the truth methods below call it first)."""
-        self.engine.step(self.clock.now_ms())
+        """Run a matching step at the current fake time on both venues (requests and a
+        background task do this anyway; the truth methods below call it first)."""
+        now = self.clock.now_ms()
+        self.engine.step(now)
+        self.binance_engine.step(now)
 
-    def create_requests(self, order_link_id: str) -> int:
-        """How many authenticated create requests named this orderLinkId (accepted, rejected
-        or duplicate alike): 1 means the exchange saw the order once."""
-        return self.engine.create_requests[order_link_id]
+    def create_requests(self, order_link_id: str, venue: str | None = None) -> int:
+        """How many authenticated create requests named this client order id (Bybit
+        orderLinkId, Binance newClientOrderId; accepted, rejected or duplicate alike), on
+        both venues unless `venue` is given: 1 means the exchange saw the order once."""
+        return sum(self._engine(v).create_requests[order_link_id]
+                   for v in ([venue] if venue is not None else VENUES))
 
-    def orders(self, api_key: str | None = None) -> list[dict[str, Any]]:
-        """Every accepted order (oldest first) in Bybit's order shape, plus "category" and
-        "account" (the API key); all accounts unless `api_key` is given."""
+    def orders(self, api_key: str | None = None, venue: str = "bybit") -> list[dict[str, Any]]:
+        """Every accepted order (oldest first) of one venue in its own order shape (Bybit's
+        /v5/order/realtime item, or Binance's GET /fapi/v1/order answer), plus "category"
+        and "account" (the API key); all accounts unless `api_key` is given."""
         self.match_now()
+        if venue == "binance":
+            return [{**binance_views.order_view(o, self._binance_spec("linear", o.symbol)),
+                     "category": "linear", "account": a.api_key}
+                    for a in self._accounts(api_key, venue) for o in a.orders]
         return [{**order_view(o, self._spec(o.category, o.symbol)), "category": o.category,
-                 "account": a.api_key} for a in self._accounts(api_key) for o in a.orders]
+                 "account": a.api_key} for a in self._accounts(api_key, venue) for o in a.orders]
 
-    def executions(self, api_key: str | None = None) -> list[dict[str, Any]]:
-        """Every fill (oldest first) in Bybit's execution shape, plus "category", "account"."""
+    def executions(self, api_key: str | None = None,
+                   venue: str = "bybit") -> list[dict[str, Any]]:
+        """Every fill (oldest first) in the venue's shape (Bybit execution / Binance
+        userTrades item), plus "category", "account"."""
         self.match_now()
+        if venue == "binance":
+            return [{**binance_views.trade_view(e, self._binance_spec("linear", e.order.symbol)),
+                     "category": "linear", "account": a.api_key}
+                    for a in self._accounts(api_key, venue) for e in a.executions]
         return [{**execution_view(e, self._spec(e.order.category, e.order.symbol)),
                  "category": e.order.category, "account": a.api_key}
-                for a in self._accounts(api_key) for e in a.executions]
+                for a in self._accounts(api_key, venue) for e in a.executions]
 
-    def positions(self, api_key: str | None = None) -> list[dict[str, Any]]:
-        """Open (non-zero) linear positions in Bybit's position shape, plus "account"."""
+    def positions(self, api_key: str | None = None,
+                  venue: str = "bybit") -> list[dict[str, Any]]:
+        """Open (non-zero) linear positions in the venue's shape (Bybit position list item /
+        Binance v3 positionRisk item), plus "account"."""
         self.match_now()
-        price_of = self.engine.price_of(self.clock.now_ms())
-        return [{**position_view(a, p, price_of(p.symbol), self._spec("linear", p.symbol)),
-                 "account": a.api_key}
-                for a in self._accounts(api_key)
-                for p in sorted(a.positions.values(), key=lambda p: (p.symbol, p.idx))
-                if p.qty != 0]
+        engine = self._engine(venue)
+        price_of = engine.price_of(self.clock.now_ms())
+        out = []
+        for a in self._accounts(api_key, venue):
+            for p in sorted(a.positions.values(), key=lambda p: (p.symbol, p.idx)):
+                if p.qty == 0:
+                    continue
+                if venue == "binance":
+                    view = binance_views.position_view(a, p, price_of(p.symbol),
+                                                       self._binance_spec("linear", p.symbol))
+                else:
+                    view = position_view(a, p, price_of(p.symbol), self._spec("linear", p.symbol))
+                out.append({**view, "account": a.api_key})
+        return out
 
-    def wallet(self, api_key: str | None = None) -> dict[str, Any]:
-        """One account's UNIFIED wallet in Bybit's wallet-balance shape (totals and a "coin"
-        list with walletBalance, equity, unrealisedPnl, cumRealisedPnl, margins per coin)."""
+    def wallet(self, api_key: str | None = None, venue: str = "bybit") -> dict[str, Any]:
+        """One account's wallet: Bybit's UNIFIED wallet-balance shape (totals and a "coin"
+        list with walletBalance, equity, unrealisedPnl, cumRealisedPnl, margins per coin), or
+        Binance's GET /fapi/v3/account answer (totals, "assets", open "positions")."""
         self.match_now()
-        accounts = self._accounts(api_key)
+        accounts = self._accounts(api_key, venue)
+        engine = self._engine(venue)
         if len(accounts) != 1:
             raise ValueError(f"wallet() needs api_key= with several accounts: "
-                             f"{sorted(self.engine.accounts)}")
-        return wallet_view(accounts[0], self.engine.price_of(self.clock.now_ms()),
-                           self.engine.fees)
+                             f"{sorted(engine.accounts)}")
+        now = self.clock.now_ms()
+        if venue == "binance":
+            return binance_views.account_view(accounts[0], engine.price_of(now), engine.fees,
+                                              now)
+        return wallet_view(accounts[0], engine.price_of(now), engine.fees)
 
-    def _accounts(self, api_key: str | None) -> list[Account]:
+    def _engine(self, venue: str) -> Engine:
+        if venue not in VENUES:
+            raise ValueError(f"venue must be one of {VENUES}, got {venue!r}")
+        return self.binance_engine if venue == "binance" else self.engine
+
+    def _accounts(self, api_key: str | None, venue: str = "bybit") -> list[Account]:
+        accounts = self._engine(venue).accounts
         if api_key is None:
-            return list(self.engine.accounts.values())
-        if api_key not in self.engine.accounts:
+            return list(accounts.values())
+        if api_key not in accounts:
             raise KeyError(f"no account for API key {api_key!r}")
-        return [self.engine.accounts[api_key]]
+        return [accounts[api_key]]
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -353,7 +416,9 @@ class FakeExchange:
             return await self._websocket(request, host, path)
         venue = next((v for v in self.venues if host in v.rest_hosts), None)
         private = isinstance(venue, Bybit) and self.private.handles(request.method, path)
-        if venue is None or (request.method != "GET" and not private):
+        binance_private = isinstance(venue, Binance) and \
+            self.binance_private.handles(host, request.method, path)
+        if venue is None or (request.method != "GET" and not (private or binance_private)):
             return web.Response(status=404, text=f"no such endpoint: {host}/{path}")
         key = (host, path)
         self.stats.requests[key] += 1
@@ -369,6 +434,8 @@ class FakeExchange:
             return venue.server_error(decision.status)
         if private:
             response, is_error = await self.private.handle(request, path)
+        elif binance_private:
+            response, is_error = await self.binance_private.handle(request, host, path)
         else:
             response, is_error = await venue.rest(self.ctx, host, path, request.query)
         if is_error:

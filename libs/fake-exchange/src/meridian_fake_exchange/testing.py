@@ -1,7 +1,8 @@
 """Helpers for tests against the fake (no test framework imported).
 
-`follow_fake_clock` makes an in-process ccxt client sign with the fake clock's time; the rest
-is for asserting on exact WebSocket frames.
+`follow_fake_clock` makes an in-process ccxt client sign with the fake clock's time; the rest is
+for asserting on exact WebSocket frames. (A rerouted Binance client keeps its error classes
+through `meridian_common.ccxt_urls.reroute_urls`.)
 """
 
 from __future__ import annotations

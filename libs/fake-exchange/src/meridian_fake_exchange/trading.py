@@ -133,6 +133,7 @@ class Execution:
     leaves_qty: Decimal
     mark_price: Decimal
     seq: int
+    realised: Decimal = ZERO        # closed qty x (price - entry), before the fee
 
     @property
     def value(self) -> Decimal:
@@ -272,8 +273,9 @@ def round_to(value: Decimal, step: Decimal) -> Decimal:
 
 
 def apply_linear_fill(account: Account, order: Order, qty: Decimal, price: Decimal,
-                      fee: Decimal, now: int) -> Decimal:
-    """Move the position and the USDT wallet for one linear fill; returns the closed qty.
+                      fee: Decimal, now: int) -> tuple[Decimal, Decimal]:
+    """Move the position and the USDT wallet for one linear fill; returns the closed qty and
+    the realised PnL (before the fee).
 
     Opening or adding: the entry becomes the size-weighted average. Closing: realised PnL
     = closed qty x (exit - entry) for a long (reversed for a short) is booked to the wallet;
@@ -308,7 +310,7 @@ def apply_linear_fill(account: Account, order: Order, qty: Decimal, price: Decim
     if pos.side == order.side and not order.closing \
             and (order.take_profit is not None or order.stop_loss is not None):
         pos.take_profit, pos.stop_loss, pos.eval_ms = order.take_profit, order.stop_loss, now
-    return closed
+    return closed, realised
 
 
 def apply_spot_fill(account: Account, order: Order, qty: Decimal, price: Decimal,

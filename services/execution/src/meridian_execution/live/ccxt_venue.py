@@ -72,6 +72,10 @@ class CcxtVenue:
 
     ccxt_id = ""
     duplicate_codes: frozenset[str] = frozenset()
+    unchanged_codes: frozenset[str] = frozenset()  # "already so" answers to account settings
+    # codes by which the exchange says it does not know what became of the request
+    ambiguous_codes: frozenset[str] = frozenset()
+    attaches_stops = True  # stop-loss / take-profit ride on the order
 
     def __init__(self, settings: ExecutionSettings, exchange: str) -> None:
         self.exchange = exchange
@@ -107,6 +111,8 @@ class CcxtVenue:
             return Fatal(text)
         if code in self.duplicate_codes:
             return Duplicate(text)
+        if code in self.ambiguous_codes:
+            return Ambiguous(text) if submit else Retryable(text, 1.0)
         if isinstance(exc, ccxt.BaseError):
             return Rejected(code, redact(message, self._secrets))
         return Ambiguous(text) if submit else Retryable(text, 1.0)
@@ -130,7 +136,7 @@ class CcxtVenue:
         """The position mode and leverage the settings ask for, per traded symbol. Bybit
         answers an unchanged value with an error (110025 mode, 110043 leverage): that is the
         wanted state, not a failure."""
-        unchanged = {"110025", "110043"}
+        unchanged = self.unchanged_codes
         hedged = self.settings.position_mode == "hedge"
         for symbol in self.settings.symbol_list():
             unified = self._market(symbol)["symbol"]
@@ -251,6 +257,8 @@ class BybitVenue(CcxtVenue):
 
     ccxt_id = "bybit"
     duplicate_codes = frozenset({"110072"})
+    unchanged_codes = frozenset({"110025", "110043"})
+    ambiguous_codes = frozenset({"10000", "10016"})  # server timeout, internal error
 
     def _category(self) -> str:
         return "linear" if self.settings.market_type == "linear" else "spot"
@@ -325,7 +333,91 @@ class BybitVenue(CcxtVenue):
             or str(info.get("stopOrderType", "")) in PROTECTIVE_STOP_TYPES)
 
 
-VENUES: dict[str, type[CcxtVenue]] = {"bybit": BybitVenue}
+class BinanceVenue(CcxtVenue):
+    """Binance USDT-M futures: newClientOrderId is the client id, -4116 its duplicate, -2013
+    "no such order". Its trades carry the exchange's order id only: each is joined to its
+    client id through the orders this connector has seen (an unseen one is queried once).
+    Binance has no stop-loss / take-profit riding on an order (they are separate conditional
+    orders), so `attaches_stops` is False and the handler refuses orders that carry them."""
+
+    ccxt_id = "binanceusdm"
+    duplicate_codes = frozenset({"-4116"})
+    unchanged_codes = frozenset({"-4059"})
+    ambiguous_codes = frozenset({"-1000", "-1006", "-1007"})  # "execution status unknown"
+    attaches_stops = False
+    not_found = "-2013"
+
+    def __init__(self, settings: ExecutionSettings, exchange: str) -> None:
+        super().__init__(settings, exchange)
+        self._client_ids: dict[str, str] = {}  # exchange order id -> client order id
+
+    async def submit(self, request: OrderRequest) -> VenueOrder:
+        order = await super().submit(request)
+        self._client_ids[order.exchange_order_id] = request.client_order_id
+        return order
+
+    async def query(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        market = self._market(symbol)
+        try:
+            order = await self._call("fetch_order", self.client.fetch_order(
+                None, market["symbol"], {"origClientOrderId": client_order_id}))
+        except Rejected as exc:
+            if exc.code == self.not_found:
+                return None
+            raise
+        found = self._order(symbol, order)
+        self._client_ids[found.exchange_order_id] = found.client_order_id
+        return found
+
+    async def cancel(self, symbol: str, client_order_id: str) -> None:
+        market = self._market(symbol)
+        await self._call("cancel_order", self.client.cancel_order(
+            None, market["symbol"], {"origClientOrderId": client_order_id}))
+
+    async def _client_id(self, symbol: str, order_id: str) -> str:
+        known = self._client_ids.get(order_id)
+        if known is None:
+            order = await self._call("fetch_order", self.client.fetch_order(
+                order_id, self._market(symbol)["symbol"]))
+            known = self._client_ids[order_id] = str(order.get("clientOrderId") or "")
+        return known
+
+    async def fills(self, symbol: str, since_ms: int) -> list[VenueFill]:
+        market = self._market(symbol)
+        trades = await self._call("fetch_my_trades", self.client.fetch_my_trades(
+            market["symbol"], since_ms, 1000))
+        return await self._fills(symbol, trades)
+
+    async def order_fills(self, symbol: str, client_order_id: str) -> list[VenueFill]:
+        found = await self.query(symbol, client_order_id)
+        if found is None:
+            return []
+        trades = await self._call("fetch_my_trades", self.client.fetch_my_trades(
+            self._market(symbol)["symbol"], None, 1000, {"orderId": found.exchange_order_id}))
+        return await self._fills(symbol, trades)
+
+    async def _fills(self, symbol: str, trades: list[dict[str, Any]]) -> list[VenueFill]:
+        out = []
+        for trade in trades:
+            info = trade.get("info") or {}
+            order_id = str(info.get("orderId") or trade.get("order") or "")
+            fee = trade.get("fee") or {}
+            out.append(VenueFill(
+                exec_id=str(info.get("id") or trade.get("id")),
+                client_order_id=await self._client_id(symbol, order_id),
+                exchange_order_id=order_id, symbol=symbol, side=str(trade.get("side")),
+                quantity=dec(str(info.get("qty") or trade.get("amount")), "qty"),
+                price=dec(str(info.get("price") or trade.get("price")), "price"),
+                fee=dec(str(info.get("commission") or fee.get("cost") or 0), "commission"),
+                fee_currency=str(info.get("commissionAsset") or fee.get("currency") or ""),
+                maker=str(info.get("maker")).lower() == "true"
+                or trade.get("takerOrMaker") == "maker",
+                time_ms=int(info.get("time") or trade.get("timestamp") or 0)))
+        out.sort(key=lambda f: (f.time_ms, f.exec_id))
+        return out
+
+
+VENUES: dict[str, type[CcxtVenue]] = {"bybit": BybitVenue, "binance": BinanceVenue}
 
 
 def venue_for(settings: ExecutionSettings, exchange: str) -> CcxtVenue:
@@ -333,4 +425,7 @@ def venue_for(settings: ExecutionSettings, exchange: str) -> CcxtVenue:
     if cls is None:
         raise ValueError(f"MERIDIAN_EXCHANGE={exchange!r}: live execution supports "
                          f"{sorted(VENUES)}")
+    if cls is BinanceVenue and settings.market_type != "linear":
+        raise ValueError("MERIDIAN_EXECUTION_MARKET_TYPE=spot: live Binance trades USDT-M "
+                         "futures (linear) only")
     return cls(settings, exchange)

@@ -161,6 +161,10 @@ class LiveExecutionHandler(Handler):
         if approved.symbol not in self.symbols:
             return (f"{approved.symbol} is not in MERIDIAN_EXECUTION_SYMBOLS "
                     f"({','.join(self.symbols)})")
+        if (approved.stop_loss or approved.take_profit) and \
+                not self.venue.attaches_stops:
+            return (f"{self.exchange} takes no stop-loss / take-profit on the order and "
+                    "separate protective orders are not sent yet")
         if approved.trailing_stop:
             return ("trailing stops are not sent to the exchange yet: set "
                     "MERIDIAN_RISK_TRAILING_STOP=0 for live trading")
@@ -240,6 +244,10 @@ class LiveExecutionHandler(Handler):
             await self._poll(out, server_ms)
         except Fatal as exc:
             self._halt(out, f"exchange refused the credentials: {exc}")
+        except orders.InvalidTransition as exc:
+            # an exchange report our state machine cannot take: say so loudly, keep serving
+            # the other orders; the reconciliation compares positions and fills regardless
+            log.error("exchange report out of order: %s", exc)
         except VenueError as exc:
             log.warning("exchange call failed, retrying at the next tick: %s", exc)
             if isinstance(exc, Retryable) and exc.resync_clock:
@@ -269,8 +277,14 @@ class LiveExecutionHandler(Handler):
             await self._submit(live, out, now, server_ms)
 
     async def _submit(self, live: _Live, out: Outbox, now: float, server_ms: int) -> None:
-        request = self._rounded(live.request)
         order = live.order
+        try:
+            request = self._rounded(live.request)
+        except Rejected as exc:  # e.g. a symbol the exchange does not list
+            live.queued = False
+            out.emit(topics.ORDER_EVENT, live.key,
+                     order.to(orders.REJECTED, server_ms, reason=str(exc)))
+            return
         if request.quantity <= 0:
             live.queued = False
             out.emit(topics.ORDER_EVENT, live.key, order.to(
@@ -302,8 +316,11 @@ class LiveExecutionHandler(Handler):
                 live.next_try = now + exc.retry_after_s * 2 ** (live.attempts - 1)
         except Ambiguous as exc:
             live.queued = False
-            out.emit(topics.ORDER_EVENT, live.key,
-                     order.to(orders.UNKNOWN, server_ms, reason=f"submit unanswered: {exc}"))
+            if order.status == orders.UNKNOWN:  # a resend unanswered too: still unknown
+                log.warning("resend of %s unanswered: %s", order.client_order_id, exc)
+            else:
+                out.emit(topics.ORDER_EVENT, live.key, order.to(
+                    orders.UNKNOWN, server_ms, reason=f"submit unanswered: {exc}"))
         except Fatal:
             live.queued = True  # never sent: it stays for after the operator's fix
             raise

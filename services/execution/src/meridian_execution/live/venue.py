@@ -7,8 +7,9 @@ the wire format, and names every failure by what it means for the order:
     Rejected   the exchange answered and refused: the order does not exist (REJECTED)
     Duplicate  the exchange already has an order with this client id: query it, never resend
     Retryable  the exchange answered "not now" (rate limit, clock skew): not placed, try again
-    Ambiguous  no usable answer (timeout, connection reset, gateway error): the order may exist;
-               it becomes UNKNOWN and only a query by client order id decides what it is
+    Ambiguous  no usable answer (timeout, connection reset, gateway error, the exchange's own
+               "internal error / status unknown" codes): the order may exist; it becomes
+               UNKNOWN and only a query by client order id decides what it is
     Fatal      credentials or permissions: nothing can be traded until an operator fixes it
 """
 
@@ -98,6 +99,7 @@ class VenueFill:
 
 class Venue(Protocol):
     exchange: str  # our exchange name, the first part of the message keys
+    attaches_stops: bool  # stop-loss / take-profit can ride on an order
 
     async def start(self) -> None:
         """Load markets and the clock offset; raises VenueError."""
