@@ -57,10 +57,9 @@ from meridian_fake_exchange.matching import Engine, Rules
 from meridian_fake_exchange.order_rules import OrderRequest, on_grid
 from meridian_fake_exchange.specs import Spec, decimals, split_symbol
 from meridian_fake_exchange.trading import ZERO, Account, Order
-from meridian_fake_exchange.venue import ParamError
+from meridian_fake_exchange.venue import WEEK_MS, ParamError, history_window
 
 FAPI, SPOT = "fapi.binance.com", "api.binance.com"
-WEEK_MS = 7 * 24 * 3_600_000
 CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 TIME_IN_FORCE = {"GTC": "GTC", "IOC": "IOC", "FOK": "FOK", "GTX": "PostOnly"}
 CONDITIONAL = frozenset({"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
@@ -531,14 +530,7 @@ def _limit(params: Params, default: int, maximum: int) -> int:
 
 def _window(params: Params, now: int) -> tuple[int, int]:
     """[startTime, endTime] of a history query: at most 7 days, by default the last 7."""
-    start, end = _int(params, "startTime"), _int(params, "endTime")
-    if start is None and end is None:
-        end = now
-    if end is None:
-        assert start is not None
-        end = start + WEEK_MS
-    if start is None:
-        start = end - WEEK_MS
+    start, end = history_window(_int(params, "startTime"), _int(params, "endTime"), now)
     if start > end:
         raise ParamError(-1023, "Start time is greater than end time.")
     if end - start > WEEK_MS:

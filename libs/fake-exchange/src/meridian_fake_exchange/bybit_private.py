@@ -48,9 +48,8 @@ from meridian_fake_exchange.order_rules import (
 )
 from meridian_fake_exchange.specs import split_symbol
 from meridian_fake_exchange.trading import Account, Order
-from meridian_fake_exchange.venue import ParamError
+from meridian_fake_exchange.venue import WEEK_MS, ParamError, history_window
 
-WEEK_MS = 7 * 24 * 3_600_000
 RECENT_CLOSED = 500
 Params = dict[str, Any]
 Handler = Callable[[Account, Params, int], Any]
@@ -319,14 +318,8 @@ def _page(items: list[Any], params: Mapping[str, Any], default: int,
 
 def _window(params: Mapping[str, Any], now: int) -> tuple[int, int]:
     """[startTime, endTime] of a history query: at most 7 days, by default the last 7."""
-    start, end = int_param(params, "startTime"), int_param(params, "endTime")
-    if start is None and end is None:
-        end = now
-    if end is None:
-        assert start is not None
-        end = start + WEEK_MS
-    if start is None:
-        start = end - WEEK_MS
+    start, end = history_window(int_param(params, "startTime"), int_param(params, "endTime"),
+                                now)
     if end < start or end - start > WEEK_MS:
         raise params_error("params error: The time range between startTime and endTime "
                            "cannot exceed 7 days")

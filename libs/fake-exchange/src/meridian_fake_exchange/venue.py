@@ -87,3 +87,19 @@ def quote_volume(high: str, low: str, close: str, volume: str) -> str:
     carry it; clients use base volume). Memoized: the same closed candles are served often."""
     typical = (float(high) + float(low) + float(close)) / 3.0
     return f"{float(volume) * typical:.8f}"
+
+
+WEEK_MS = 7 * 24 * 3_600_000
+
+
+def history_window(start: int | None, end: int | None, now: int) -> tuple[int, int]:
+    """[start, end] of a trade/order history query as both venues default it: the last 7 days,
+    or 7 days from whichever bound is given. Each venue checks the span with its own error."""
+    if start is None and end is None:
+        end = now
+    if end is None:
+        assert start is not None
+        end = start + WEEK_MS
+    if start is None:
+        start = end - WEEK_MS
+    return start, end
