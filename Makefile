@@ -22,7 +22,7 @@ $(UV):
 	$(PY) -m venv .local/uv
 	.local/uv/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(STAMP): $(UV) uv.lock pyproject.toml libs/common/pyproject.toml apps/cli/pyproject.toml $(wildcard services/*/pyproject.toml)
+$(STAMP): $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml) apps/cli/pyproject.toml $(wildcard services/*/pyproject.toml)
 	$(UV) sync --frozen --python $(PY)
 	@touch $(STAMP)
 
@@ -35,7 +35,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 unit: install
-	$(VENV)/bin/python -m pytest libs/common/tests libs/ml/tests services apps/cli/tests -q
+	$(VENV)/bin/python -m pytest libs/common/tests libs/fake-exchange/tests libs/ml/tests libs/research/tests services apps/cli/tests -q
 
 integration: install
 	bash scripts/ci-prereqs.sh

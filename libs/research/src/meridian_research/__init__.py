@@ -1,0 +1,1 @@
+"""Research on the shared library: vectorbt sweeps, Optuna studies, backtest reports."""
