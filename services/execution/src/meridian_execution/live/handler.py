@@ -105,7 +105,7 @@ class LiveExecutionHandler(Handler):
         self._restored_events: dict[str, order_event_pb2.OrderEvent] = {}
         self._started = False
         self._reconciled_at: float | None = None
-        self._refreshed_at = 0.0
+        self._refreshed_at: float | None = None  # None: reload markets and clock next tick
 
     # -- Kafka side: record, never call the exchange ---------------------------------------------
 
@@ -229,7 +229,8 @@ class LiveExecutionHandler(Handler):
             if not self._started:
                 await self.venue.start()
                 self._started, self._refreshed_at = True, now
-            elif now - self._refreshed_at >= self.settings.markets_refresh_s:
+            elif self._refreshed_at is None or \
+                    now - self._refreshed_at >= self.settings.markets_refresh_s:
                 await self.venue.refresh()
                 self._refreshed_at = now
             server_ms = await self.venue.server_time_ms()
@@ -251,7 +252,9 @@ class LiveExecutionHandler(Handler):
         except VenueError as exc:
             log.warning("exchange call failed, retrying at the next tick: %s", exc)
             if isinstance(exc, Retryable) and exc.resync_clock:
-                self._refreshed_at = 0.0  # the clock offset drifted: reload it next tick
+                # the clock offset drifted: reload it next tick (not "at 0.0": monotonic time
+                # starts at boot, so a host up for less than the refresh period never would)
+                self._refreshed_at = None
 
     async def _submit_due(self, out: Outbox, now: float, server_ms: int) -> None:
         for live in list(self.state.orders.values()):
