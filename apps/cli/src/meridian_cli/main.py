@@ -1,6 +1,8 @@
 """The `meridian` command.
 
   meridian run      embedded replay of the shared data through all six services, with a report
+  meridian backtest replay a range on an isolated run (in-process or --kafka): metrics, chart,
+                    trades, Monte Carlo, under reports/<strategy>/<run id>/
   meridian bench    candles/s through the embedded pipeline and over Kafka, and their ratio
   meridian config   the configuration reference (every variable, default and meaning)
   meridian data     market data: backfill | gaps | repair | load-csv
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from meridian_cli import control, data, embedded_db, report, train
+from meridian_cli import backtest, control, data, embedded_db, report, train
 from meridian_cli.pipeline import run_inprocess
 from meridian_cli.progress import ProgressLine
 from meridian_cli.scripts import REPO
@@ -112,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-ingest", action="store_true",
                        help="skip the ingest figures (backfill, rate limit, live latency)")
     bench.set_defaults(func=cmd_bench)
+    backtest.add_parser(sub)
     data.add_parser(sub)
     train.add_parser(sub)
     control.add_parser(sub)
