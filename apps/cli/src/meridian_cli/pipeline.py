@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meridian_cli.settings import PipelineSettings
 from meridian_common import db
@@ -26,6 +27,7 @@ from meridian_ledger.handler import LedgerHandler
 from meridian_ledger.store import SqlLedgerStore
 from meridian_risk.active import ActiveConfigStore
 from meridian_risk.handler import RiskHandler
+from meridian_signals.active import ActiveStrategyStore
 from meridian_signals.handler import SignalsHandler
 
 MAX_LAG = 20_000
@@ -45,10 +47,12 @@ class RunStats:
 
 
 def build_handlers(settings: PipelineSettings, ledger_store: SqlLedgerStore | None,
-                   configs: ActiveConfigStore | None = None) -> list[Handler]:
+                   configs: ActiveConfigStore | None = None,
+                   engine: AsyncEngine | None = None) -> list[Handler]:
     return [
         FeaturesHandler(settings.features),
-        SignalsHandler(settings.signals),
+        SignalsHandler(settings.signals,
+                       configs=ActiveStrategyStore(engine) if engine is not None else None),
         RiskHandler(settings.risk, configs=configs),
         ExecutionHandler(settings.execution),
         LedgerHandler(settings.ledger, ledger_store),
@@ -63,7 +67,8 @@ async def run_inprocess(settings: PipelineSettings, database_url: str,
     engine = db.create_engine(database_url)
     bus = InProcessBus(common.partitions)
     await bus.ensure_topics(all_topic_configs(common.topic_prefix, common.partitions))
-    handlers = build_handlers(settings, SqlLedgerStore(engine), ActiveConfigStore(engine))
+    handlers = build_handlers(settings, SqlLedgerStore(engine), ActiveConfigStore(engine),
+                              engine)
     for handler in handlers:
         handler.bind_metrics(CollectorRegistry())  # one per handler: the series names repeat
     hosts = [

@@ -35,15 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy.exc import SQLAlchemyError
 
 from meridian.v1 import common_pb2, control_pb2, features_pb2, signal_pb2
 from meridian_common import topics
+from meridian_common.config import ConfigError
 from meridian_common.features.spec import TREND_V2
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.labels import Barriers
 from meridian_common.strategy import TrendParams, TrendRules, Vote
+from meridian_common.strategy.configured import StrategyConfigError, configured_strategy
 from meridian_common.strategy.trend import INPUTS
 from meridian_ml.registry import ModelRegistry
+from meridian_signals.active import ActiveStrategyStore, PromotedParameters
 from meridian_signals.meta_model import (
     MetaModel,
     describe,
@@ -106,8 +110,15 @@ class SignalsHandler(Handler):
     inputs = (topics.FEATURES, topics.CONTROL)
     outputs = (topics.SIGNAL,)
 
-    def __init__(self, settings: SignalsSettings, *, database_url: str | None = None) -> None:
+    def __init__(self, settings: SignalsSettings, *, database_url: str | None = None,
+                 configs: ActiveStrategyStore | None = None) -> None:
         self.settings = settings
+        # the promoted config's rules (active_configs), over the settings' when no model is
+        # served; its label ("" none) and whether control.v1 announced a new one
+        self.configs = configs
+        self.config_rules: tuple[TrendParams, Barriers] | None = None
+        self.config_label = ""
+        self._reload_config = False
         self.registry = ModelRegistry(Path(settings.model_dir), database_url)
         self.model: MetaModel | None = None
         self.params: TrendParams = settings.params
@@ -133,6 +144,13 @@ class SignalsHandler(Handler):
         self._show_model()
 
     async def start(self) -> None:
+        if self.configs is not None:
+            promoted = await self.configs.promoted(self.settings.strategy)
+            if promoted is not None:
+                try:
+                    self._take_config(promoted)
+                except StrategyConfigError as exc:
+                    raise ConfigError(f"active_configs {promoted.label}: {exc}") from None
         version = self.settings.model_version
         try:
             if not version:
@@ -157,6 +175,9 @@ class SignalsHandler(Handler):
         self._swap(model)
 
     async def flush(self) -> None:
+        if self._reload_config:
+            self._reload_config = False
+            await self._reload_promoted_config()
         version, self.pending = self.pending, None
         if version is None or (self.model is not None and version == self.model.version):
             return
@@ -173,12 +194,49 @@ class SignalsHandler(Handler):
 
     async def stop(self) -> None:
         self.registry.close()
+        if self.configs is not None:
+            await self.configs.close()
+
+    def _take_config(self, promoted: PromotedParameters) -> None:
+        """Check and record a promoted config; the rules use it while no model is served (a
+        model's manifest names the rules it was trained next to, and those win)."""
+        self.config_rules = configured_strategy(promoted.parameters, self.settings.params,
+                                                self.settings.barriers)
+        self.config_label = promoted.label
+        if self.model is None:
+            self._set_rules(*self.config_rules)
+            log.info("primary rules from promoted config %s", promoted.label,
+                     extra=describe(self.params, self.barriers))
+        else:
+            log.warning("promoted config %s recorded; model %s's manifest rules are served",
+                        promoted.label, self.model.version)
+
+    async def _reload_promoted_config(self) -> None:
+        assert self.configs is not None
+        try:
+            promoted = await self.configs.promoted(self.settings.strategy)
+            if promoted is not None:
+                self._take_config(promoted)
+        except (StrategyConfigError, OSError, SQLAlchemyError) as exc:
+            self.reload_failures += 1
+            if self.metrics:
+                self.metrics.reload_failures.inc()
+            log.error("promoted config for %s refused, keeping %s: %s", self.settings.strategy,
+                      self.config_label or "the settings' rules", exc)
+
+    def _set_rules(self, params: TrendParams, barriers: Barriers) -> None:
+        self.params, self.barriers = params, barriers
+        for key in self.keys.values():  # positions carry over; the rules change
+            key.rules.params = params
 
     def _load(self, version: str) -> MetaModel:
         return load_meta_model(self.registry, version, self.feature_set, self.settings.threshold)
 
     def _use_rules(self) -> None:
-        log.info("primary rules from settings", extra=describe(self.params, self.barriers))
+        if self.config_rules is not None:
+            self._set_rules(*self.config_rules)
+        source = f"promoted config {self.config_label}" if self.config_rules else "settings"
+        log.info("primary rules from %s", source, extra=describe(self.params, self.barriers))
         self._show_model()
 
     def _swap(self, model: MetaModel) -> None:
@@ -216,7 +274,12 @@ class SignalsHandler(Handler):
         if msg.is_watermark:
             return
         control: control_pb2.Control = msg.message  # type: ignore[assignment]
-        if control.WhichOneof("command") != "model_promotion":
+        kind = control.WhichOneof("command")
+        if kind == "config_promotion" and self.configs is not None \
+                and control.config_promotion.config_name == self.settings.strategy:
+            self._reload_config = True  # read in flush(), after this batch
+            return
+        if kind != "model_promotion":
             return
         promotion = control.model_promotion
         if promotion.model_name != self.settings.model_name:
