@@ -150,3 +150,129 @@ def trend_events(matrix: npt.NDArray[np.float64], spec: FeatureSet, params: Tren
             strengths.append(vote.strength)
     return (np.asarray(rows, dtype=np.int64), np.asarray(directions, dtype=np.int64),
             np.asarray(strengths, dtype=np.float64))
+
+
+# --------------------------------------------------------------------------- batch form
+#
+# The same rules over whole arrays, for parameter sweeps: rows are candles in time order,
+# columns are independent rule instances (one per symbol x parameter combination). Everything
+# that does not depend on the state (votes, score, the entry and exit conditions) is computed
+# for all rows at once; the hysteresis is then one loop over the rows with numpy operations
+# across all columns, because a state depends on the one before it. Arithmetic is done in the
+# same order as `TrendRules.score` (weights summed vote by vote, an abstaining vote adding 0.0),
+# so the scores, and hence every decision, are bit-identical to the row-by-row rules
+# (test_trend_batch.py proves it on real data and on random inputs with NaNs).
+#
+# States are signed positions, int8: +1 long, -1 short, 0 flat (not Direction enum values), so
+# that a state column is directly the position's sign.
+
+STATE_LONG, STATE_FLAT, STATE_SHORT = np.int8(1), np.int8(0), np.int8(-1)
+_FIELDS = ("ema_weight", "macd_weight", "rsi_weight", "h4_weight", "rsi_band", "rsi_overbought",
+           "rsi_oversold", "entry_score", "exit_score", "allow_short")
+FloatArray = npt.NDArray[np.float64]
+
+
+def _param_arrays(params: TrendParams | Sequence[TrendParams],
+                  cols: int | None) -> dict[str, npt.NDArray[np.float64]]:
+    """Each TrendParams field as a row vector with one entry per column (a single TrendParams
+    serves every column). Validation is TrendParams' own: each element was built as one."""
+    if isinstance(params, TrendParams):
+        params = [params] * (cols or 1)
+    if cols is not None and len(params) not in (1, cols):
+        raise ValueError(f"{len(params)} TrendParams for {cols} columns")
+    if cols is not None and len(params) == 1:
+        params = list(params) * cols
+    return {f: np.array([float(getattr(p, f)) for p in params])[None, :] for f in _FIELDS}
+
+
+def _inputs(arrays: Sequence[npt.ArrayLike]) -> list[FloatArray]:
+    """The four inputs as 2-D float arrays broadcast to one (rows, columns) shape; a 1-D input
+    is one column shared by all."""
+    out = []
+    for a in arrays:
+        x = np.asarray(a, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.ndim != 2:
+            raise ValueError(f"rule inputs must be 1-D or 2-D, got shape {x.shape}")
+        out.append(x)
+    return list(np.broadcast_arrays(*out))
+
+
+def _vote(x: FloatArray, up: FloatArray | float, down: FloatArray | float,
+          ) -> tuple[FloatArray, FloatArray]:
+    """(+1 above `up`, -1 below `down`, else 0; and 1.0 where the input is there): a NaN input
+    votes 0 with count 0, so `w * vote` and `w * count` add exactly the 0.0 that skipping an
+    abstaining vote adds in `TrendRules.score`."""
+    vote = (x > up).astype(np.float64) - (x < down)
+    return vote, (~np.isnan(x)).astype(np.float64)
+
+
+def trend_scores(ema_ratio: npt.ArrayLike, macd_hist_pct: npt.ArrayLike, rsi: npt.ArrayLike,
+                 h4_ema_ratio: npt.ArrayLike,
+                 params: TrendParams | Sequence[TrendParams]) -> FloatArray:
+    """`TrendRules.score` for every row and column (NaN where no vote has an input).
+
+    Products w x vote are exactly +-w or 0.0 and are summed in the rules' order (ema, macd,
+    rsi, h4), so each score is the same float `TrendRules.score` computes."""
+    e, m, r, h = _inputs((ema_ratio, macd_hist_pct, rsi, h4_ema_ratio))
+    p = _param_arrays(params, None if isinstance(params, TrendParams) else len(params))
+    band = p["rsi_band"]
+    try:
+        shape = np.broadcast_shapes(e.shape, band.shape)
+    except ValueError:
+        raise ValueError(f"{band.shape[1]} parameter columns for inputs with {e.shape[1]} "
+                         "columns") from None
+    votes = ((p["ema_weight"], _vote(e, 0.0, 0.0)), (p["macd_weight"], _vote(m, 0.0, 0.0)),
+             (p["rsi_weight"], _vote(r, 50.0 + band, 50.0 - band)),
+             (p["h4_weight"], _vote(h, 0.0, 0.0)))
+    total: FloatArray = np.zeros(shape)
+    weight: FloatArray = np.zeros(shape)
+    term: FloatArray = np.empty(shape)
+    for w, (vote, count) in votes:
+        if not w.any():
+            continue  # weight 0 everywhere: never a vote
+        np.multiply(w, vote, out=term)
+        total += term
+        np.multiply(w, count, out=term)
+        weight += term
+    score: FloatArray = np.full(shape, np.nan)
+    np.divide(total, weight, out=score, where=weight != 0.0)
+    return score
+
+
+def trend_states(ema_ratio: npt.ArrayLike, macd_hist_pct: npt.ArrayLike, rsi: npt.ArrayLike,
+                 h4_ema_ratio: npt.ArrayLike, params: TrendParams | Sequence[TrendParams],
+                 ready: npt.ArrayLike | None = None) -> npt.NDArray[np.int8]:
+    """The state `TrendRules.update` holds after each row, for every column (int8 +1/0/-1).
+
+    Inputs are (rows, columns) arrays, or 1-D (one column for all); `params` is one TrendParams
+    for every column or one per column. Rows where `ready` is False are skipped (the state
+    carries over), as `trend_events` skips rows that are not ready; a row whose score is NaN
+    (every vote abstains) changes nothing, as `update` returns None for it.
+    """
+    score = trend_scores(ema_ratio, macd_hist_pct, rsi, h4_ema_ratio, params)
+    rows, cols = score.shape
+    p = _param_arrays(params, cols)
+    r = np.broadcast_to(_inputs((rsi,))[0], score.shape)
+    usable = np.ones(score.shape, dtype=bool)
+    if ready is not None:
+        flags = np.asarray(ready, dtype=bool)
+        usable &= flags[:, None] if flags.ndim == 1 else flags
+    entry, exit_ = p["entry_score"], p["exit_score"]
+    # NaN scores compare False everywhere below, so such rows leave the state unchanged.
+    can_long = usable & (score >= entry) & ~(r >= p["rsi_overbought"])
+    can_short = usable & ~can_long & (p["allow_short"] != 0.0) & (score <= -entry) \
+        & ~(r <= p["rsi_oversold"])
+    long_exit = usable & (score <= exit_)
+    short_exit = usable & (score >= -exit_)
+    out = np.empty((rows, cols), dtype=np.int8)
+    state = np.zeros(cols, dtype=np.int8)
+    for i in range(rows):
+        leave = ((state == STATE_LONG) & long_exit[i]) | ((state == STATE_SHORT) & short_exit[i])
+        flat = (state == STATE_FLAT) | leave
+        state = np.where(flat & can_long[i], STATE_LONG,
+                         np.where(flat & can_short[i], STATE_SHORT,
+                                  np.where(leave, STATE_FLAT, state)))
+        out[i] = state
+    return out
