@@ -6,6 +6,8 @@
   meridian bench    candles/s through the embedded pipeline and over Kafka, and their ratio
   meridian config   the configuration reference (every variable, default and meaning)
   meridian data     market data: backfill | gaps | repair | load-csv
+  meridian research sweep (a grid in one pass) | optimize (Optuna walk-forward study)
+  meridian promote  a study's best trial -> active_configs, announced on control.v1
   meridian train    walk-forward training of the meta-model (XGBoost -> ONNX -> registry)
   meridian model    model registry: promote a version
   meridian control  operator commands on control.v1: kill-switch engage|clear, status
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from meridian_cli import backtest, control, data, embedded_db, report, train
+from meridian_cli import backtest, control, data, embedded_db, promote, report, research, train
 from meridian_cli.pipeline import run_inprocess
 from meridian_cli.progress import ProgressLine
 from meridian_cli.scripts import REPO
@@ -115,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
                        help="skip the ingest figures (backfill, rate limit, live latency)")
     bench.set_defaults(func=cmd_bench)
     backtest.add_parser(sub)
+    promote.add_parser(sub)
+    research.add_parser(sub)
     data.add_parser(sub)
     train.add_parser(sub)
     control.add_parser(sub)

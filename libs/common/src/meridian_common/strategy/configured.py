@@ -30,6 +30,7 @@ FEATURE_WINDOWS = {
     "rsi_window": TREND_V2.params["rsi"], "macd_fast": TREND_V2.params["macd"][0],
     "macd_slow": TREND_V2.params["macd"][1], "macd_signal": TREND_V2.params["macd"][2],
     "h4_fast": TREND_V2.params["h4_ema"][0], "h4_slow": TREND_V2.params["h4_ema"][1],
+    "atr_window": TREND_V2.params["atr"],
 }
 
 
