@@ -74,3 +74,13 @@ def test_run_id_follows_what_computes_not_where(tmp_path: Path,
     monkeypatch.setenv("MERIDIAN_RISK_ORDER_NOTIONAL", "500")  # the environment computes too
     assert make_spec("BTCUSDT", "2021-01-01", "2021-02-01", None).run_id() == changed.run_id()
     assert make_spec("BTCUSDT", "2021-01-01", "2021-03-01", None).run_id() != changed.run_id()
+
+
+def test_a_backtest_without_the_reference_symbol_turns_the_join_off(tmp_path: Path) -> None:
+    spec = make_spec("ETHUSDT", "2022-01-01", "2022-02-01", None)
+    assert spec.settings().features.cross_asset is False
+    assert make_spec("BTCUSDT,ETHUSDT", "2022-01-01", "2022-02-01", None) \
+        .settings().features.cross_asset is True
+    asked = _config(tmp_path, "[features]\ncross_asset = true\n")
+    with pytest.raises(ConfigError, match="needs the reference symbol BTCUSDT"):
+        make_spec("ETHUSDT", "2022-01-01", "2022-02-01", asked)

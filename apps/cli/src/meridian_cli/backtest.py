@@ -107,6 +107,9 @@ def run(spec: BacktestSpec, *, kafka: bool, pg_dir: Path, reports: Path, mc_runs
     info = run_kafka(spec, url, total) if kafka else run_embedded(spec, url, total)
     capital = settings.ledger.initial_capital
     ledger = backtest_report.read_ledger(url, settings.ledger.account, capital)
+    if len(ledger.times_ms) == 0:
+        raise RuntimeError(f"the ledger marked no candle of the {total:,} replayed: a service "
+                           "held them back (run with -v to see its logs)")
     about = {"run_id": spec.run_id(), "strategy": spec.strategy, "symbols": list(spec.symbols),
              "from": spec.start, "to": spec.end, "timeframe": settings.ingest.timeframe,
              "config": spec.overrides, "settings_fingerprint": spec.fingerprint(),

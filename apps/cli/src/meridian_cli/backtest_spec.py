@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from meridian_cli.settings import SETTINGS_CLASSES, PipelineSettings
 from meridian_common.config import ConfigError
+from meridian_common.features.spec import feature_set
 
 SECTIONS = ("features", "signals", "risk", "execution", "ledger")
 _CLASSES = dict(zip(("common", "ingest", *SECTIONS), SETTINGS_CLASSES, strict=True))
@@ -143,7 +144,27 @@ def make_spec(symbols: str | None, start: str, end: str,
     if not names:  # the configured default symbols
         spec = BacktestSpec(spec.settings(common={"bus": "inprocess"}).ingest.symbols,
                             start, end, overrides, config_path)
+    spec = _without_missing_reference(spec)
     spec.settings(common={"bus": "inprocess"})  # every value checked here, not mid-run
+    return spec
+
+
+def _without_missing_reference(spec: BacktestSpec) -> BacktestSpec:
+    """The features service joins the reference symbol's return and waits for its candles: a
+    backtest that does not replay the reference turns the join off (the column stays NaN, as
+    in a deployment without it) instead of waiting forever; asking for it is an error."""
+    features = spec.settings(common={"bus": "inprocess"}).features
+    reference = feature_set(*features.feature_set.split("@")).params.get("cross_symbol")
+    if not reference or reference in spec.symbols:
+        return spec
+    asked = spec.overrides.get("features", {}).get("cross_asset")
+    if asked:
+        raise ConfigError(f"[features] cross_asset = true needs the reference symbol "
+                          f"{reference} in --symbols (got {', '.join(spec.symbols)})")
+    if asked is None and features.cross_asset:
+        overrides = {k: dict(v) for k, v in spec.overrides.items()}
+        overrides.setdefault("features", {})["cross_asset"] = False
+        return BacktestSpec(spec.symbols, spec.start, spec.end, overrides, spec.config_path)
     return spec
 
 
