@@ -64,7 +64,9 @@ def candidate(storage_path: Path, study_name: str, trial: int | None,
         raise PromoteError(f"no study {study_name!r} in {storage_path} (it has: {names})") \
             from None
     chosen = _chosen(study, trial)
-    params = dict(chosen.params) | {k: v for k, v in chosen.user_attrs.get("fixed", {}).items()}
+    # stepped float suggestions carry binary noise (0.14500000000000002): stored as searched
+    params = {k: round(v, 10) if isinstance(v, float) else v
+              for k, v in (dict(chosen.params) | chosen.user_attrs.get("fixed", {})).items()}
     if "leverage" not in params:
         raise PromoteError(f"trial {chosen.number} has no leverage parameter")
     mode = margin_mode or str(params.get("margin_mode", "isolated"))
