@@ -29,7 +29,7 @@ from meridian_cli.pipeline import run_inprocess
 from meridian_cli.progress import ProgressLine
 from meridian_cli.scripts import REPO
 from meridian_common import config, logs
-from meridian_common.db import sync_url
+from meridian_common.db import conninfo
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,7 @@ log = logging.getLogger(__name__)
 def _server_url(spec: BacktestSpec, pg_dir: Path) -> str:
     configured = spec.settings(common={"bus": "inprocess"}).common.database_url
     if configured is not None:
-        return sync_url(configured.get_secret_value()).replace(
-            "postgresql+psycopg://", "postgresql://", 1)
+        return conninfo(configured.get_secret_value())
     print("starting embedded PostgreSQL ...", file=sys.stderr)
     return embedded_db.start(pg_dir)
 

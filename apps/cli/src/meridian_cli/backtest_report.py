@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from meridian_common.db import sync_url
+from meridian_common.db import conninfo
 from meridian_common.performance import TradeRecord, backtest_metrics, monte_carlo
 
 _JSON = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
@@ -38,14 +38,10 @@ class LedgerRun:
     fills: int
 
 
-def _conninfo(url: str) -> str:
-    return sync_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 def read_ledger(database_url: str, account: str, initial_capital: Decimal) -> LedgerRun:
     """The account curve (capital + every symbol's net PnL, each carried forward between its own
     marks), per-bar exposure and the closed trades, in time order."""
-    with psycopg.connect(_conninfo(database_url)) as conn:
+    with psycopg.connect(conninfo(database_url)) as conn:
         marks = conn.execute(
             "select (extract(epoch from ts) * 1000)::bigint, symbol, quantity, net_pnl, "
             "fees_paid, funding_paid from equity where account = %s order by ts, symbol",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from meridian_common.db import sync_url
+from meridian_common.db import conninfo
 
 CONSUMERS = ("features", "signals", "risk", "execution", "ledger")
 
@@ -76,13 +76,13 @@ class KafkaPipeline:
     def wait_marked(self, database_url: str, account: str, expected: int,
                     timeout_s: float = 300) -> float:
         """Wait until the ledger has `expected` equity rows; return the seconds waited."""
-        conninfo = sync_url(database_url).replace("postgresql+psycopg://", "postgresql://", 1)
+        libpq = conninfo(database_url)
         started = time.monotonic()
         count = -1
         while time.monotonic() - started < timeout_s:
             self.check_alive()
             try:
-                with psycopg.connect(conninfo) as conn:
+                with psycopg.connect(libpq) as conn:
                     row = conn.execute("select count(*) from equity where account = %s",
                                        (account,)).fetchone()
                     count = row[0] if row else 0

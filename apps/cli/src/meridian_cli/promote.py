@@ -25,7 +25,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from meridian_common import config, logs
-from meridian_common.db import migrate, sync_url
+from meridian_common.db import conninfo, migrate
 from meridian_common.labels import Barriers
 from meridian_common.strategy.configured import StrategyConfigError, configured_strategy
 from meridian_common.strategy.trend import TrendParams
@@ -119,8 +119,7 @@ def _ts(ms: int | None) -> datetime | None:
 
 def write(database_url: str, strategy: str, version: str, cand: Candidate,
           max_position: Decimal) -> None:
-    conninfo = sync_url(database_url).replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(conninfo) as conn, conn.transaction():
+    with psycopg.connect(conninfo(database_url)) as conn, conn.transaction():
         conn.execute("update active_configs set promoted_at = null "
                      "where strategy = %s and promoted_at is not null", (strategy,))
         conn.execute(
@@ -138,9 +137,8 @@ def write(database_url: str, strategy: str, version: str, cand: Candidate,
 
 async def announce(common: config.CommonSettings, strategy: str, version: str) -> None:
     from meridian.v1 import common_pb2, control_pb2
-    from meridian_common import ids, topics
-    from meridian_common.host import publish
-    from meridian_common.metrics import NullSensor
+    from meridian_common import ids
+    from meridian_common.control import publish_command
     from meridian_common.service import open_bus
 
     command = control_pb2.Control(
@@ -149,12 +147,8 @@ async def announce(common: config.CommonSettings, strategy: str, version: str) -
                              producer="meridian-cli"),
         config_promotion=control_pb2.ConfigPromotion(config_name=strategy,
                                                      config_version=version))
-    producer = open_bus(common, "meridian-cli").producer()
-    try:
-        await publish(producer, common.topic_prefix,
-                      [(topics.CONTROL, f"config:{strategy}", command)], NullSensor())
-    finally:
-        await producer.stop()
+    await publish_command(open_bus(common, "meridian-cli"), common.topic_prefix,
+                          f"config:{strategy}", command)
 
 
 def cmd_promote(ns: argparse.Namespace) -> int:

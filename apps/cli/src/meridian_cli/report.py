@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from meridian_common.db import sync_url
+from meridian_common.db import conninfo
 from meridian_common.performance import curve_stats, win_rate
 
 
@@ -28,12 +28,8 @@ class Line:
     sharpe: float
 
 
-def _conninfo(url: str) -> str:
-    return sync_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 def build(database_url: str, account: str, initial_capital: Decimal) -> dict[str, Any]:
-    with psycopg.connect(_conninfo(database_url)) as conn:
+    with psycopg.connect(conninfo(database_url)) as conn:
         trades = conn.execute(
             "select symbol, net_pnl from trades where account = %s order by symbol, entry_time",
             (account,)).fetchall()

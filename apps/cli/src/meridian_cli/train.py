@@ -185,9 +185,8 @@ def cmd_promote(ns: argparse.Namespace) -> int:
 
 async def _announce(common: config.CommonSettings, name: str, version: str) -> None:
     from meridian.v1 import common_pb2, control_pb2
-    from meridian_common import ids, topics
-    from meridian_common.host import publish
-    from meridian_common.metrics import NullSensor
+    from meridian_common import ids
+    from meridian_common.control import publish_command
     from meridian_common.service import open_bus
 
     now = time.time_ns() // 1_000_000
@@ -195,12 +194,8 @@ async def _announce(common: config.CommonSettings, name: str, version: str) -> N
         meta=common_pb2.Meta(id=ids.digest("model_promotion", name, version), event_time_ms=now,
                              producer="meridian-cli"),
         model_promotion=control_pb2.ModelPromotion(model_name=name, model_version=version))
-    producer = open_bus(common, "meridian-cli").producer()
-    try:
-        await publish(producer, common.topic_prefix,
-                      [(topics.CONTROL, f"model:{name}", command)], NullSensor())
-    finally:
-        await producer.stop()
+    await publish_command(open_bus(common, "meridian-cli"), common.topic_prefix,
+                          f"model:{name}", command)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

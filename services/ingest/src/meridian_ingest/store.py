@@ -16,15 +16,11 @@ from pathlib import Path
 
 import psycopg
 
-from meridian_common.db import sync_url
+from meridian_common.db import conninfo
 from meridian_common.marketdata import RawCandle
 from meridian_ingest.sources import csv_rows
 
 _FAR_FUTURE_MS = 32503680000000
-
-
-def conninfo(url: str) -> str:
-    return sync_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _ts(ms: int) -> datetime:

@@ -32,6 +32,11 @@ def sync_url(url: str) -> str:
     return _with_driver(url, "psycopg")
 
 
+def conninfo(url: str) -> str:
+    """The URL as libpq takes it (psycopg.connect), whatever driver it names."""
+    return sync_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(async_url(url), pool_size=2, max_overflow=2)
 
