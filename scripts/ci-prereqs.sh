@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian machine lacks to run Meridian's integration tests with
 # scripts/localinfra.py: PostgreSQL server binaries, Java 17 and Maven (the Kafka broker
-# runs from jars that Maven fetches from Maven Central into ~/.cache/meridian once).
+# runs from jars that Maven fetches from Maven Central into ~/.cache/meridian once), plus
+# Chromium and chromedriver for the control plane's page test (headless, over WebDriver).
 #
 # Usage (as root, e.g. at the start of .ci/run):  bash scripts/ci-prereqs.sh
 #
@@ -28,10 +29,16 @@ java_major() {
   echo "${out%%.*}" | grep -E '^[0-9]+$' || echo 0
 }
 
+have_chromium() {
+  command -v chromium >/dev/null || [[ -x /usr/lib/chromium/chromium ]]
+}
+
 packages=()
 have_initdb || packages+=(postgresql)
 (( $(java_major) >= 17 )) || packages+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || packages+=(maven)
+have_chromium || packages+=(chromium)
+command -v chromedriver >/dev/null || packages+=(chromium-driver)
 
 if (( ${#packages[@]} > 0 )); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -52,4 +59,8 @@ id -u postgres >/dev/null 2>&1 \
   || die "Java 17 is required to run the Kafka broker: install openjdk-17-jre-headless"
 command -v mvn >/dev/null \
   || die "Maven is required to fetch the Kafka broker jars from Maven Central: install maven"
+have_chromium \
+  || die "Chromium is required for the control plane's page test (headless): install chromium"
+command -v chromedriver >/dev/null \
+  || die "chromedriver is required to drive Chromium in that test: install chromium-driver"
 exit 0

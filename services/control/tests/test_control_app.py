@@ -8,6 +8,7 @@ import logging
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,8 @@ from meridian.v1 import common_pb2, control_pb2
 from meridian_common import codec, config, control, topics
 from meridian_common.bus.inprocess import InProcessBus
 from meridian_common.host import ServiceHost, all_topic_configs
-from meridian_control.app import Tokens, create_app
+from meridian_control.app import create_app
+from meridian_control.auth import Tokens
 from meridian_control.settings import ControlSettings
 from meridian_risk.handler import RiskHandler
 from meridian_risk.settings import RiskSettings
@@ -124,7 +126,7 @@ def test_tokens_compare_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> Non
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("meridian_control.app.secrets.compare_digest", spy)
+    monkeypatch.setattr("meridian_control.auth.secrets.compare_digest", spy)
     tokens = Tokens(SecretStr(WRITE), SecretStr(READ))
     assert tokens.access(WRITE) == 2
     assert tokens.access(READ) == 1
@@ -295,10 +297,9 @@ def test_a_publish_that_times_out_says_it_may_have_happened(
 # ------------------------------------------------------------------------------ OpenAPI
 
 
-def test_openapi_documents_the_routes(client: TestClient) -> None:
+def test_openapi_documents_the_kill_switch(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     paths = doc["paths"]
-    assert set(paths) == {"/health", "/v1/kill-switch"}
     get = paths["/v1/kill-switch"]["get"]
     post = paths["/v1/kill-switch"]["post"]
     assert get["responses"]["200"]["content"]["application/json"]["schema"] == {
@@ -351,6 +352,26 @@ def test_settings_errors_name_the_variable_not_the_token() -> None:
     loaded = config.load(ControlSettings, environ={"MERIDIAN_CONTROL_TOKEN": f" {WRITE}\n"})
     assert loaded.token.get_secret_value() == WRITE
     assert (loaded.host, loaded.port, loaded.read_token) == ("127.0.0.1", 8080, None)
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("### Control plane"):readme.index("## Market data")]
+    for name in ControlSettings.model_fields:
+        assert f"| `MERIDIAN_CONTROL_{name.upper()}` |" in section, name
+
+
+def test_new_settings_have_defaults_and_bounds() -> None:
+    loaded = config.load(ControlSettings, environ={"MERIDIAN_CONTROL_TOKEN": WRITE})
+    assert (loaded.push_s, loaded.db_timeout_s, loaded.orders_scan) == (1.0, 5.0, 2000)
+    assert str(loaded.initial_capital) == "10000"
+    for variable, value in (("MERIDIAN_CONTROL_PUSH_S", "0"),
+                            ("MERIDIAN_CONTROL_INITIAL_CAPITAL", "-1"),
+                            ("MERIDIAN_CONTROL_ORDERS_SCAN", "0"),
+                            ("MERIDIAN_CONTROL_DB_TIMEOUT_S", "0")):
+        with pytest.raises(config.ConfigError, match=variable):
+            config.load(ControlSettings, environ={"MERIDIAN_CONTROL_TOKEN": WRITE,
+                                                  variable: value})
 
 
 def test_the_service_prefix_is_not_unknown_to_the_common_settings() -> None:

@@ -1,1 +1,2 @@
-"""Meridian control plane: an HTTP API over control.v1 (the kill switch first)."""
+"""Meridian control plane: the operator's HTTP API and page (kill switch, promotions, reads of
+the ledger, a live portfolio stream)."""

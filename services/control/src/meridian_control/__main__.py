@@ -1,15 +1,18 @@
 """`python -m meridian_control`: the control plane's HTTP API over Kafka, served by uvicorn.
 
 Settings: MERIDIAN_CONTROL_* (`ControlSettings`; MERIDIAN_CONTROL_TOKEN is required) and the
-common MERIDIAN_BUS, MERIDIAN_KAFKA_BOOTSTRAP, MERIDIAN_TOPIC_PREFIX. Before it listens, it checks
-that Kafka answers (and creates control.v1 as the services do when missing). A bad or missing
-setting, or an unreachable Kafka, is one line on stderr and exit code 2. SIGTERM stops it
-gracefully (requests in flight finish) with exit code 0.
+common MERIDIAN_BUS, MERIDIAN_KAFKA_BOOTSTRAP, MERIDIAN_TOPIC_PREFIX and MERIDIAN_DATABASE_URL.
+Before it listens, it checks that Kafka answers (and creates control.v1 as the services do when
+missing). A bad or missing setting, or an unreachable Kafka, is one line on stderr and exit code
+2. The database is not checked at start: the kill switch must be usable while PostgreSQL is
+down, so the routes that read it answer 503 instead. SIGTERM stops it gracefully (requests in
+flight finish) with exit code 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import signal
 import sys
@@ -19,6 +22,7 @@ from typing import NoReturn
 from meridian_common import config, control, logs
 from meridian_common.bus.kafka import KafkaBus
 from meridian_control.app import create_app
+from meridian_control.auth import redact_query_token
 from meridian_control.settings import ControlSettings
 
 NAME = "meridian-control"
@@ -35,6 +39,26 @@ class _PlainMessages(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.__dict__.pop("color_message", None)
         return True
+
+
+class _RedactTokens(logging.Filter):
+    """uvicorn logs a WebSocket's path with its query string, where `?token=` may be."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query_token(a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_query_token(record.msg)
+        return True
+
+
+def _websocket_library() -> str | None:
+    """The WebSocket implementation uvicorn will use (it needs one to serve /v1/ws/portfolio)."""
+    for name in ("websockets", "wsproto"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return None
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -71,11 +95,19 @@ def main() -> None:
     app = create_app(settings, common, bus)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).addFilter(_PlainMessages())
-    logging.getLogger(__name__).info(
-        "control plane starting", extra={"host": settings.host, "port": settings.port,
-                                          "bootstrap": common.kafka_bootstrap,
-                                          "topic_prefix": common.topic_prefix,
-                                          "read_only_token": settings.read_token is not None})
+        logging.getLogger(name).addFilter(_RedactTokens())
+    log = logging.getLogger(__name__)
+    websocket = _websocket_library()
+    log.info("control plane starting", extra={
+        "host": settings.host, "port": settings.port, "bootstrap": common.kafka_bootstrap,
+        "topic_prefix": common.topic_prefix, "read_only_token": settings.read_token is not None,
+        "database": common.database_url is not None, "websocket": websocket})
+    if common.database_url is None:
+        log.warning("MERIDIAN_DATABASE_URL is not set: the kill switch works, the routes that "
+                    "read the ledger answer 503")
+    if websocket is None:
+        log.warning("no WebSocket library (websockets or wsproto) is installed: uvicorn refuses "
+                    "/v1/ws/portfolio, and the page falls back to polling")
     # uvicorn stops gracefully on SIGTERM/SIGINT, restores the handlers it found and raises the
     # signal again: with these, a requested stop exits 0, as the other services do (and a signal
     # before uvicorn listens exits at once).

@@ -1,6 +1,13 @@
-"""Control plane settings (prefix MERIDIAN_CONTROL_). Tokens are secrets: they never print."""
+"""Control plane settings (prefix MERIDIAN_CONTROL_). Tokens are secrets: they never print.
+
+The database is the common MERIDIAN_DATABASE_URL (`CommonSettings.database_url`): the control
+plane reads the tables the ledger and the risk gate write, and moves the promoted marks of
+`models` and `active_configs`.
+"""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +28,21 @@ class ControlSettings(BaseSettings):
     kafka_timeout_s: float = Field(
         10.0, gt=0, le=300,
         description="Longest wait for Kafka per request (and for the check at start-up).")
+    db_timeout_s: float = Field(
+        5.0, gt=0, le=300,
+        description="Longest wait for PostgreSQL per request; past it the route answers 503.")
+    push_s: float = Field(
+        1.0, ge=0.05, le=3600,
+        description="Seconds between the database polls of each /v1/ws/portfolio connection; a "
+                    "message is sent only when the positions or the latest equity changed.")
+    initial_capital: Decimal = Field(
+        Decimal("10000"), gt=0,
+        description="The ledger's starting equity (set it to MERIDIAN_LEDGER_INITIAL_CAPITAL: "
+                    "the database does not store it); account equity = this + net PnL.")
+    orders_scan: int = Field(
+        2000, ge=1, le=1_000_000,
+        description="Records of order.event.v1 read back from the end of each partition by GET "
+                    "/v1/orders (orders are not stored in the database).")
 
     @field_validator("token", "read_token")
     @classmethod
