@@ -28,7 +28,7 @@ from meridian_cli.pipeline import run_inprocess
 from meridian_cli.progress import ProgressLine
 from meridian_cli.scripts import REPO
 from meridian_cli.settings import SETTINGS_CLASSES, PipelineSettings
-from meridian_common import config, logs
+from meridian_common import config, logs, tracing
 from meridian_ingest.sources import csv_rows
 
 
@@ -57,7 +57,11 @@ def cmd_run(ns: argparse.Namespace) -> int:
     total = count_candles(settings) or None
     print(f"replaying {', '.join(settings.ingest.symbols)} ({settings.ingest.timeframe}) "
           f"through features -> signals -> risk -> execution -> ledger", file=sys.stderr)
-    stats = asyncio.run(run_inprocess(settings, url, ProgressLine("replay"), total))
+    tracing.configure("embedded")  # off unless OTEL_* says otherwise
+    try:
+        stats = asyncio.run(run_inprocess(settings, url, ProgressLine("replay"), total))
+    finally:
+        tracing.shutdown()
     result = report.build(url, settings.ledger.account, settings.ledger.initial_capital)
     result["run"] = {
         "mode": "embedded", "candles": stats.candles, "seconds": round(stats.seconds, 3),

@@ -7,15 +7,23 @@ same handler runs under Kafka, the in-process bus and plain unit tests.
 
 A handler that must hold a message back (waiting for another input's watermark) reports it in
 `retained()`: the host never commits past a retained record, so a crash replays it.
+
+Tracing (`meridian_common.tracing`) needs nothing from a handler in the common case: an output
+continues the trace of the record being handled. A handler that emits on behalf of an EARLIER
+input (it held a candle for a join, an order waits for its candle) keeps that input's
+`Inbound.trace_context` with it and emits inside `tracing.caused_by(context)`, or passes
+`cause=context` to `emit`, so the output joins the trace of what caused it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from google.protobuf.message import Message
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 
 from meridian.v1 import common_pb2
 
@@ -23,6 +31,7 @@ if TYPE_CHECKING:
     import prometheus_client
 
 Position = tuple[str, int, int]  # physical (topic, partition, offset)
+Item = tuple[str, str, Message]  # (logical topic, key, message)
 
 
 class InvalidMessage(ValueError):
@@ -35,6 +44,9 @@ class Inbound:
     key: str
     message: Message
     position: Position = ("", 0, -1)
+    # The record's trace while it is handled (its consumer span), None when tracing is off: what
+    # a handler keeps to emit a later output as part of this record's trace (`tracing.caused_by`).
+    trace_context: Context | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_watermark(self) -> bool:
@@ -47,26 +59,48 @@ class Inbound:
 
 
 class Outbox:
-    """Outputs of one batch, published by the host in order after effects are durable."""
+    """Outputs of one batch, published by the host in order after effects are durable.
 
-    __slots__ = ("items", "producer")
+    A traced outbox (the host makes one when tracing is on) also keeps, per output, the trace
+    context it was emitted in: the current one (the consumer span of the record being handled)
+    or the `cause` given. `items` stays a list of (topic, key, message) either way, so
+    handlers and tests read it as before; add outputs only through `emit` and `watermark`, which
+    keep the two lists in step.
+    """
 
-    def __init__(self, producer: str) -> None:
+    __slots__ = ("causes", "items", "producer", "traced")
+
+    def __init__(self, producer: str, *, traced: bool = False) -> None:
         self.producer = producer
-        self.items: list[tuple[str, str, Message]] = []
+        self.items: list[Item] = []
+        self.traced = traced
+        self.causes: list[Context] = []  # causes[i] is items[i]'s context when traced
 
-    def emit(self, topic: str, key: str, message: Message) -> None:
+    def emit(self, topic: str, key: str, message: Message, cause: Context | None = None) -> None:
         self.items.append((topic, key, message))
+        if self.traced:
+            self.causes.append(otel_context.get_current() if cause is None else cause)
 
-    def watermark(self, topic: str, key: str, event_time_ms: int) -> None:
-        self.items.append(
-            (topic, key, common_pb2.Watermark(key=key, event_time_ms=event_time_ms,
-                                              producer=self.producer))
-        )
+    def watermark(self, topic: str, key: str, event_time_ms: int,
+                  cause: Context | None = None) -> None:
+        self.emit(topic, key, common_pb2.Watermark(key=key, event_time_ms=event_time_ms,
+                                                   producer=self.producer), cause)
 
-    def drain(self) -> list[tuple[str, str, Message]]:
+    def drain(self) -> list[Item]:
         items, self.items = self.items, []
+        self.causes = []
         return items
+
+    def drain_traced(self) -> tuple[list[Item], list[Context] | None]:
+        """The outputs and, when traced, their contexts (same length, same order)."""
+        items, causes = self.items, self.causes
+        self.items, self.causes = [], []
+        if not self.traced:
+            return items, None
+        if len(causes) != len(items):
+            raise RuntimeError(f"{self.producer}: outbox items added without emit(): their "
+                               "trace contexts are unknown")
+        return items, causes
 
 
 class Handler:

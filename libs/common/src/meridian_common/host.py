@@ -5,6 +5,12 @@ handler's effects are durable and its outputs acknowledged, so a crash at any po
 (at-least-once) and deterministic ids plus unique keys downstream make the replay harmless.
 A record that does not decode, or that the handler rejects as invalid, goes to `dlq.<topic>`
 with the reason in its headers, and the service carries on.
+
+With tracing on (`meridian_common.tracing`) each handled record gets a CONSUMER span, child of
+the trace context in its headers, and every output carries the context it was emitted in
+(`meridian_common.propagation`). The tracer is read once, when `run` starts. Rebuilding state
+starts no span (its outputs are discarded) but keeps each record's incoming context, so a held
+order still fills in its own trace after a restart.
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
-from meridian_common import codec, topics
+from opentelemetry.context import Context
+
+from meridian_common import codec, propagation, topics, tracing
 from meridian_common.bus.base import Bus, Consumer, Producer, Record, TopicConfig
 from meridian_common.clock import EventClock
-from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
+from meridian_common.handler import Handler, Inbound, InvalidMessage, Item, Outbox
 from meridian_common.metrics import NullSensor, Sensor
 
 log = logging.getLogger(__name__)
@@ -41,14 +49,37 @@ def all_topic_configs(prefix: str, partitions: int) -> list[TopicConfig]:
     return topic_configs(topics.TOPICS, prefix, partitions)
 
 
-async def publish(producer: Producer, prefix: str, items: Iterable[tuple[str, str, object]],
-                  sensor: Sensor) -> None:
-    """Encode and send outbox items (not flushed)."""
+async def publish(producer: Producer, prefix: str, items: Iterable[Item], sensor: Sensor,
+                  causes: Sequence[Context] | None = None) -> None:
+    """Encode and send outbox items (not flushed). With tracing on, each carries the trace
+    context of its cause (`causes[i]`, else the current context; a new trace when neither has
+    a span)."""
+    tracer = tracing.tracer()
+    if tracer is not None:
+        await _publish_traced(producer, prefix, items, sensor,
+                              propagation.Stamper(tracer, prefix), causes)
+        return
     counts: dict[str, int] = {}
     for topic, key, message in items:
-        value, mtype = codec.encode(message)  # type: ignore[arg-type]
+        value, mtype = codec.encode(message)
         await producer.send(prefix + topic, key.encode(), value, ((codec.TYPE_HEADER, mtype),))
         counts[topic] = counts.get(topic, 0) + 1
+    _count(sensor, counts)
+
+
+async def _publish_traced(producer: Producer, prefix: str, items: Iterable[Item], sensor: Sensor,
+                          stamper: propagation.Stamper, causes: Sequence[Context] | None) -> None:
+    counts: dict[str, int] = {}
+    for i, (topic, key, message) in enumerate(items):
+        value, mtype = codec.encode(message)
+        trace = stamper.headers(topic, key, message, causes[i] if causes is not None else None)
+        await producer.send(prefix + topic, key.encode(), value,
+                            ((codec.TYPE_HEADER, mtype), *trace))
+        counts[topic] = counts.get(topic, 0) + 1
+    _count(sensor, counts)
+
+
+def _count(sensor: Sensor, counts: dict[str, int]) -> None:
     for topic, n in counts.items():
         sensor.produced(topic, n)
 
@@ -72,12 +103,14 @@ class ServiceHost:
         self.ready = asyncio.Event()
         # committed offsets found at start, per physical (topic, partition)
         self._floor: dict[tuple[str, int], int] = {}
+        self._tracer = tracing.tracer()  # read again when run starts
 
     async def run(self, stop: asyncio.Event) -> None:
         handler = self.handler
         consumer = self.bus.consumer(self.group, [self.prefix + t for t in handler.inputs])
         producer = self.bus.producer()
-        out = Outbox(handler.name)
+        self._tracer = tracing.tracer()
+        out = Outbox(handler.name, traced=self._tracer is not None)
         consumed: dict[tuple[str, int], int] = {}
         committed: dict[tuple[str, int], int] = {}
         await handler.start()
@@ -96,7 +129,7 @@ class ServiceHost:
                             time.monotonic() - last_act >= handler.tick_s:
                         await handler.act(out)
                         last_act = time.monotonic()
-                        await publish(producer, self.prefix, out.drain(), self.sensor)
+                        await self._publish(producer, out)
                         await producer.flush()
                     continue
                 started = time.perf_counter()
@@ -104,7 +137,7 @@ class ServiceHost:
                 await handler.act(out)
                 last_act = time.monotonic()
                 await handler.flush()
-                await publish(producer, self.prefix, out.drain(), self.sensor)
+                await self._publish(producer, out)
                 for record, reason in dead:
                     await self._dead_letter(producer, record, reason)
                 await producer.flush()
@@ -124,6 +157,10 @@ class ServiceHost:
             await producer.stop()
             await consumer.stop()
             await handler.stop()
+
+    async def _publish(self, producer: Producer, out: Outbox) -> None:
+        items, causes = out.drain_traced()
+        await publish(producer, self.prefix, items, self.sensor, causes)
 
     def _poll_timeout(self, last_act: float) -> float:
         """Wait for records no longer than the handler's next tick is due."""
@@ -150,7 +187,8 @@ class ServiceHost:
                 async for records in self._chunks(physical, partition, upto):
                     for record in records:
                         # a record that fails was dead-lettered when it was first consumed
-                        self._handle_one(logical, record, scratch)
+                        self._handle_in(logical, record, scratch, propagation.Remote(record)
+                                        if self._tracer is not None else None)
                     scratch.drain()
                     replayed += len(records)
         log.info("state rebuilt from inputs", extra={
@@ -191,16 +229,29 @@ class ServiceHost:
                                            "records": restored})
 
     def _handle_one(self, logical: str, record: Record, out: Outbox) -> str | None:
-        """Decode one record and hand it to the handler; the reason if it must be dead-lettered."""
+        """Decode one record and hand it to the handler (inside its consumer span when
+        tracing); the reason if it must be dead-lettered."""
+        if self._tracer is None:
+            return self._handle_in(logical, record, out, None)
+        with propagation.Consuming(self._tracer, logical, record, self.group) as scope:
+            return self._handle_in(logical, record, out, scope)
+
+    def _handle_in(self, logical: str, record: Record, out: Outbox,
+                   scope: propagation.Scope | None) -> str | None:
         try:
             if not record.key:
                 raise codec.MalformedMessage("record has no key")
             message = codec.decode(logical, record.value, record.header(codec.TYPE_HEADER))
             inbound = Inbound(logical, record.key.decode(), message,
-                              (record.topic, record.partition, record.offset))
+                              (record.topic, record.partition, record.offset),
+                              scope.context if scope is not None else None)
+            if scope is not None:
+                scope.describe(inbound)
             self.clock.advance(inbound.event_time_ms)
             self.handler.handle(inbound, out)
         except (codec.MalformedMessage, InvalidMessage, UnicodeDecodeError) as exc:
+            if scope is not None:
+                scope.reject(str(exc))
             return str(exc)
         return None
 

@@ -2,6 +2,10 @@
 
 Secrets never reach a log: SecretStr values print as '**********', and URLs with a password are
 masked by `redact_url` before they are logged.
+
+A line written while a span is current (a handler handling a record with tracing on) carries
+`trace_id` and `span_id` (hex, as trace back-ends show them), so a trace leads to its log lines
+and a log line to its trace.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
@@ -40,6 +45,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 payload[key] = value
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            payload["trace_id"] = format(span.trace_id, "032x")
+            payload["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             payload["exc"] = redact_url(self.formatException(record.exc_info))
         return orjson.dumps(payload, default=str).decode()

@@ -1,7 +1,8 @@
 """Process entry point shared by the consumer services (`python -m meridian_<name>`).
 
-Resolves settings once (a bad value exits with the variable named), sets up JSON logs and
-/metrics, creates missing topics, and hosts the handler on Kafka until SIGTERM or SIGINT, after
+Resolves settings once (a bad value exits with the variable named), sets up JSON logs, tracing
+(off unless OTEL_* variables ask for it: `meridian_common.tracing`) and /metrics, creates missing
+topics, and hosts the handler on Kafka until SIGTERM or SIGINT, after
 which the current batch finishes, is made durable and committed.
 """
 
@@ -13,7 +14,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from meridian_common import config, logs, metrics
+from meridian_common import config, logs, metrics, tracing
 from meridian_common.bus.base import Bus
 from meridian_common.handler import Handler
 from meridian_common.host import ServiceHost, all_topic_configs
@@ -57,7 +58,10 @@ def main(name: str, factory: HandlerFactory) -> None:
         raise SystemExit(2) from None
     logs.setup(name, common.log_level)
     try:
+        tracing.configure(name)
         asyncio.run(serve(name, factory, common))
     except config.ConfigError as exc:
         log.error("bad configuration: %s", exc)
         raise SystemExit(2) from None
+    finally:
+        tracing.shutdown()  # exports the spans still buffered

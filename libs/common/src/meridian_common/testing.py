@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf.message import Message
 
 from meridian.v1 import common_pb2
-from meridian_common import codec, topics
+from meridian_common import codec, topics, tracing
 from meridian_common.bus.base import Bus
 from meridian_common.handler import Handler, Inbound, Outbox
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 T = TypeVar("T")
 OutItem = tuple[str, str, Message]
@@ -137,3 +141,22 @@ async def read_topic(bus: Bus, prefix: str, topic: str) -> list[Message]:
         for record in await bus.read_partition(name, partition, 0, end):
             out.append(codec.decode(topic, record.value, record.header(codec.TYPE_HEADER)))
     return out
+
+
+@contextmanager
+def recording_spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the block, every span kept in memory (the exporter's `get_finished_spans`);
+    off again afterwards. Hosts read the tracer when they start running: start them inside."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.install(None)
+        provider.shutdown()

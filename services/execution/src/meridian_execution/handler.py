@@ -22,6 +22,14 @@ fill.v1 is sparse; its watermark for a key is min(order watermark, last candle o
 candle up to it has been evaluated. After a crash the host rebuilds the state from the inputs;
 records after the committed offsets are handled again and publish the same fills (same ids,
 same bytes), which the ledger counts once.
+
+Tracing: an order's fill and its later events are emitted while a later candle is handled, but
+they belong to the order, so they continue the order's trace (`tracing.caused_by` with the
+context its record was handled in, kept with the order); a protective exit is an order this
+executor makes on the candle that triggers it, so it continues that candle's trace. After a
+restart the rebuilt orders keep the context their records carried (the risk gate's span), or
+none when tracing was off then: such a fill falls back to the trace of the record being handled.
+Tracing never changes what is emitted or in which order.
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from opentelemetry.context import Context
+
 from meridian.v1 import candle_pb2, common_pb2, fill_pb2, order_approved_pb2
-from meridian_common import ids, orders, protection, topics, triggers
+from meridian_common import ids, orders, protection, topics, tracing, triggers
 from meridian_common.fees import FeeSchedule
 from meridian_common.fills import PaperFillModel, SimulatedFill
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
@@ -50,6 +60,16 @@ class _Bar:
     open: Decimal
     high: Decimal
     low: Decimal
+    trace: Context | None = field(default=None, compare=False)  # the candle's
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A market order waiting for its candle."""
+
+    order: order_approved_pb2.ApprovedOrder
+    state: Order
+    trace: Context | None = None  # the order's
 
 
 @dataclass(slots=True)
@@ -57,13 +77,13 @@ class _Resting:
     order: order_approved_pb2.ApprovedOrder
     state: Order
     limit: triggers.RestingLimit[Decimal]
+    trace: Context | None = None  # the order's
 
 
 @dataclass(slots=True)
 class _Book:
     bars: deque[_Bar] = field(default_factory=deque)  # received, not yet evaluated
-    # market orders waiting for their candle, with their state machine
-    pending: list[tuple[order_approved_pb2.ApprovedOrder, Order]] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)
     resting: list[_Resting] = field(default_factory=list)
     position: Decimal = ZERO  # signed, from this executor's fills
     protect: protection.Guard | None = None
@@ -101,27 +121,27 @@ class ExecutionHandler(Handler):
             if msg.topic == topics.ORDER_APPROVED:  # candles are dense: no watermarks needed
                 book.order_wm = max(book.order_wm, msg.event_time_ms)
         elif msg.topic == topics.CANDLE:
-            self._candle(book, msg.message)  # type: ignore[arg-type]
+            self._candle(book, msg.message, msg.trace_context)  # type: ignore[arg-type]
         else:
-            self._order(msg.key, book, msg.message, out)  # type: ignore[arg-type]
+            self._order(msg.key, book, msg.message, out, msg.trace_context)  # type: ignore[arg-type]
         self._evaluate(msg.key, book, out)
         self._advance(msg.key, book, out)
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def _candle(self, book: _Book, candle: candle_pb2.Candle) -> None:
+    def _candle(self, book: _Book, candle: candle_pb2.Candle, trace: Context | None) -> None:
         if candle.open_time_ms <= book.last_open:
             return  # redelivered or a revision of a candle already used for fills
         try:
             bar = _Bar(candle.open_time_ms, dec(candle.open, "Candle.open"),
-                       dec(candle.high, "Candle.high"), dec(candle.low, "Candle.low"))
+                       dec(candle.high, "Candle.high"), dec(candle.low, "Candle.low"), trace)
         except ValueError as exc:
             raise InvalidMessage(f"candle {candle.meta.id}: {exc}") from None
         book.bars.append(bar)
         book.last_open = candle.open_time_ms
 
     def _order(self, key: str, book: _Book, order: order_approved_pb2.ApprovedOrder,
-               out: Outbox) -> None:
+               out: Outbox, trace: Context | None) -> None:
         t = order.meta.event_time_ms
         book.order_wm = max(book.order_wm, t)
         state = Order(order.client_order_id, order.exchange, order.symbol, order.side,
@@ -139,9 +159,9 @@ class ExecutionHandler(Handler):
             except ValueError as exc:
                 out.emit(topics.ORDER_EVENT, key, state.to(orders.REJECTED, t, reason=str(exc)))
                 return
-            book.resting.append(_Resting(order, state, limit))
+            book.resting.append(_Resting(order, state, limit, trace))
         else:
-            book.pending.append((order, state))
+            book.pending.append(_Pending(order, state, trace))
 
     # -- evaluation, one candle at a time ------------------------------------------------------
 
@@ -153,17 +173,19 @@ class ExecutionHandler(Handler):
             bar = book.bars.popleft()
             book.done_open = bar.open_ms
             self._market_orders(key, book, bar, out)
-            self._protective(key, book, bar, out)
+            with tracing.caused_by(bar.trace):
+                self._protective(key, book, bar, out)
             self._limit_orders(key, book, bar, out)
 
     def _market_orders(self, key: str, book: _Book, bar: _Bar, out: Outbox) -> None:
         if not book.pending:
             return
-        due = [p for p in book.pending if p[0].meta.event_time_ms <= bar.open_ms]
-        book.pending = [p for p in book.pending if p[0].meta.event_time_ms > bar.open_ms]
-        for order, state in due:
-            sim = self.model.market(order.side, state.quantity, bar.open)
-            self._execute(key, book, order, state, bar.open_ms, sim, out, at_open=True)
+        due = [p for p in book.pending if p.order.meta.event_time_ms <= bar.open_ms]
+        book.pending = [p for p in book.pending if p.order.meta.event_time_ms > bar.open_ms]
+        for p in due:
+            sim = self.model.market(p.order.side, p.state.quantity, bar.open)
+            with tracing.caused_by(p.trace):
+                self._execute(key, book, p.order, p.state, bar.open_ms, sim, out, at_open=True)
 
     def _protective(self, key: str, book: _Book, bar: _Bar, out: Outbox) -> None:
         protect = book.protect
@@ -193,11 +215,13 @@ class ExecutionHandler(Handler):
             hit, after = resting.limit.on_candle(bar.open_ms, bar.open, bar.high, bar.low)
             if hit is not None:
                 sim = self.model.fill(resting.order.side, resting.state.quantity, hit)
-                self._execute(key, book, resting.order, resting.state, bar.open_ms, sim, out,
-                              at_open=hit.at_open)
+                with tracing.caused_by(resting.trace):
+                    self._execute(key, book, resting.order, resting.state, bar.open_ms, sim,
+                                  out, at_open=hit.at_open)
             elif after is None:
                 out.emit(topics.ORDER_EVENT, key, resting.state.to(
-                    orders.EXPIRED, bar.open_ms, reason="limit order expired"))
+                    orders.EXPIRED, bar.open_ms, reason="limit order expired"),
+                    cause=resting.trace)
             else:
                 resting.limit = after
                 still.append(resting)

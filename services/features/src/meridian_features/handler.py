@@ -14,6 +14,9 @@ Rules, never silent:
   already used is skipped the same way (the row it fed has been published).
 - A symbol whose oldest candle has waited `hold_warning_s` (wall clock; only the log depends on
   it, never a row) logs a warning naming the missing input.
+
+Tracing: a row continues its candle's trace, also when it is released later by another input
+(the reference symbol's candle, a funding watermark): the candle's context waits with it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from opentelemetry.context import Context
 
 from meridian.v1 import candle_pb2, common_pb2, features_pb2, funding_pb2
 from meridian_common import topics
@@ -41,7 +46,9 @@ class _Symbol:
     state: FeatureState
     last_open: int = -1
     gaps: int = 0
-    waiting: deque[tuple[Position, candle_pb2.Candle]] = field(default_factory=deque)
+    # candles whose row waits for a join input, with their trace context
+    waiting: deque[tuple[Position, candle_pb2.Candle, Context | None]] = field(
+        default_factory=deque)
     waiting_since: float = 0.0  # monotonic time the waiting queue last started or moved
     warned: bool = False
 
@@ -101,7 +108,7 @@ class FeaturesHandler(Handler):
         sym.last_open = candle.open_time_ms
         if not sym.waiting:
             sym.waiting_since = time.monotonic()
-        sym.waiting.append((msg.position, candle))
+        sym.waiting.append((msg.position, candle, msg.trace_context))
         if candle.symbol == self.cross_symbol:
             self._reference(candle.exchange).candle(candle.open_time_ms, float(candle.close))
             self._release_exchange(candle.exchange, out)
@@ -158,9 +165,9 @@ class FeaturesHandler(Handler):
             funding = self._funding_value(key, candle)
             if cross is None or funding is None:
                 break
-            sym.waiting.popleft()
+            trace = sym.waiting.popleft()[2]
             sym.waiting_since = time.monotonic()
-            out.emit(topics.FEATURES, key, self._row(sym, candle, funding, cross))
+            out.emit(topics.FEATURES, key, self._row(sym, candle, funding, cross), cause=trace)
         if sym.warned and not sym.waiting:
             sym.warned = False
             log.info("join input caught up", extra={"key": key})
@@ -234,7 +241,7 @@ class FeaturesHandler(Handler):
         low: dict[tuple[str, int], int] = {}
         for sym in self.symbols.values():
             if sym.waiting:
-                (topic, partition, offset), _ = sym.waiting[0]
+                topic, partition, offset = sym.waiting[0][0]
                 tp = (topic, partition)
                 if offset >= 0 and (tp not in low or offset < low[tp]):
                     low[tp] = offset

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 
-from meridian_common import config, logs
+from meridian_common import config, logs, tracing
 from meridian_ingest import commands
 from meridian_ingest.backfill import log_progress
 from meridian_ingest.exchange.client import ConfigurationError, ExchangeCallError
@@ -54,11 +54,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     logs.setup("ingest", common.log_level)
     try:
+        tracing.configure("ingest")  # each published candle is the root of its trace
         _run(args[0] if args else settings.mode, common, settings)
     except (config.ConfigError, ConfigurationError, ExchangeCallError) as exc:
         log.error("ingest failed: %s", exc)
         print(f"meridian-ingest: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

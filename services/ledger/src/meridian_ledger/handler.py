@@ -16,6 +16,10 @@ Risk decisions change no position, so they take no part in that merge: each beco
 batch at once, written in the same transaction as the fills, and the database's unique key on the
 decision id drops a redelivered one. The ledger writes them because it already is the service
 that makes the trading record durable, one transaction per batch.
+
+Tracing: portfolio.v1 is one update per candle mark (its cause is the candle), not per fill, so
+a mark continues its candle's trace, the context held with the candle while it waits for the
+fill watermark; a fill's own trace ends here (its booking is in the fill.v1 consumer span).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+
+from opentelemetry.context import Context
 
 from meridian.v1 import (
     candle_pb2,
@@ -102,7 +108,9 @@ class _Symbol:
     symbol: str = ""
     book: PositionBook = field(default_factory=PositionBook)
     fills: deque[tuple[fill_pb2.Fill, Position]] = field(default_factory=deque)
-    candles: deque[tuple[candle_pb2.Candle, Position]] = field(default_factory=deque)
+    # (candle, its trace context, position): waiting for the fill watermark
+    candles: deque[tuple[candle_pb2.Candle, Context | None, Position]] = field(
+        default_factory=deque)
     fill_wm: int = 0
     last_marked_open: int = -1
     # fill Watermarks not yet used by a mark (time, position): retained, so a restart gets them
@@ -186,7 +194,7 @@ class LedgerHandler(Handler):
             if candle.open_time_ms > st.last_marked_open and (
                 not st.candles or candle.open_time_ms > st.candles[-1][0].open_time_ms
             ):
-                st.candles.append((candle, msg.position))
+                st.candles.append((candle, msg.trace_context, msg.position))
         else:
             fill: fill_pb2.Fill = msg.message  # type: ignore[assignment]
             _check_fill(fill)
@@ -217,13 +225,13 @@ class LedgerHandler(Handler):
 
     def _process(self, key: str, st: _Symbol, out: Outbox) -> None:
         while st.candles and self._ready(st):
-            candle, _ = st.candles.popleft()
+            candle, trace, _ = st.candles.popleft()
             while st.fills and st.fills[0][0].meta.event_time_ms <= candle.open_time_ms:
                 fill, _ = st.fills.popleft()
                 self._book(st, fill)
             if st.settlements:
                 self._settle(st, candle)
-            self._mark(key, st, candle, out)
+            self._mark(key, st, candle, out, trace)
 
     def _settle(self, st: _Symbol, candle: candle_pb2.Candle) -> None:
         """Pay every settlement up to the candle's close on the position held through it."""
@@ -260,7 +268,8 @@ class LedgerHandler(Handler):
             "funding": trade.funding,
         }
 
-    def _mark(self, key: str, st: _Symbol, candle: candle_pb2.Candle, out: Outbox) -> None:
+    def _mark(self, key: str, st: _Symbol, candle: candle_pb2.Candle, out: Outbox,
+              trace: Context | None) -> None:
         st.exchange, st.symbol = candle.exchange, candle.symbol
         st.last_marked_open = candle.open_time_ms
         while st.fill_wms and st.fill_wms[0][0] <= candle.open_time_ms:
@@ -294,7 +303,7 @@ class LedgerHandler(Handler):
             unrealized_pnl=to_str(unrealized), fees_paid=to_str(book.fees_paid),
             net_pnl=to_str(net), trades_closed=book.trades_closed,
             funding_paid=to_str(book.funding_paid),
-        ))
+        ), cause=trace)
 
     async def flush(self) -> None:
         if not self.batch:

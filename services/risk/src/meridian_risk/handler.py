@@ -11,6 +11,9 @@ order.approved.v1 is sparse: after each step of the merge every symbol gets a Wa
 time the gate has decided up to, so execution can act in event time.
 
 A signal id already decided (seen in risk.decision.v1 at restore) is not decided again.
+
+Tracing: a record released by the merge is decided in its own trace (its context is held with
+it), not in the trace of the record whose arrival released it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from opentelemetry.context import Context as TraceContext
+
 from meridian.v1 import (
     candle_pb2,
     common_pb2,
@@ -31,7 +36,7 @@ from meridian.v1 import (
     risk_decision_pb2,
     signal_pb2,
 )
-from meridian_common import ids, protection, topics
+from meridian_common import ids, protection, topics, tracing
 from meridian_common.config import ConfigError
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.merge import EventTimeMerge
@@ -70,6 +75,10 @@ class _Signal:
     key: str
     signal: signal_pb2.Signal
     price: Decimal
+
+
+# what the merge holds: a candle or signal with the trace context of its record
+_Held = tuple[_Candle | _Signal, TraceContext | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +149,7 @@ class RiskHandler(Handler):
         self.protect: dict[str, protection.Guard] = {}
         self.stopped = 0
         self.breakers = Breakers(settings)
-        self.merge: EventTimeMerge[_Candle | _Signal] = EventTimeMerge(settings.merge_grace_s)
+        self.merge: EventTimeMerge[_Held] = EventTimeMerge(settings.merge_grace_s)
         self.kill_switch = False
         self.decided: set[str] = set()  # signal ids
         self.forwarded: dict[str, int] = {}  # key -> last order.approved Watermark
@@ -252,8 +261,8 @@ class RiskHandler(Handler):
                 self.market.candle(item.key, item.time_ms, item.close)
                 self.merge.advance((msg.topic, msg.key), item.time_ms)
                 return
-        if not self.merge.hold((msg.topic, msg.key), msg.event_time_ms, rank, item,
-                               msg.position):
+        if not self.merge.hold((msg.topic, msg.key), msg.event_time_ms, rank,
+                               (item, msg.trace_context), msg.position):
             self.late += 1
             log.warning("record behind the merge taken at once", extra={
                 "topic": msg.topic, "key": msg.key, "event_time_ms": msg.event_time_ms,
@@ -261,8 +270,9 @@ class RiskHandler(Handler):
             self._dispatch(item, out)
 
     def _release(self, out: Outbox) -> None:
-        for item in self.merge.release():
-            self._dispatch(item, out)
+        for item, cause in self.merge.release():
+            with tracing.caused_by(cause):
+                self._dispatch(item, out)
         upto = self.merge.released_to
         # every message comes here: look at the keys only when the release point or the key
         # set moved since the last look (keys only ever grow)
