@@ -118,3 +118,37 @@ def test_random_inputs_with_nans_match_the_rules(data: st.DataObject,
     inputs = np.column_stack([e, m, rsi, h])
     for j, p in enumerate(params):
         np.testing.assert_array_equal(states[:, j], rules_states(inputs, p, ready))
+
+
+def test_many_columns_with_many_state_changes_match_the_rules() -> None:
+    """Columns that change state at different rates (the batch form follows each column from
+    one state change to the next, all columns at once), some rows skipped."""
+    rng = np.random.default_rng(7)
+    n, cols = 400, 24
+    e, m, h = (np.where(rng.random((n, cols)) < 0.1, np.nan, rng.normal(0.0, 1.0, (n, cols)))
+               for _ in range(3))
+    rsi = np.where(rng.random((n, cols)) < 0.05, np.nan, rng.uniform(0.0, 100.0, (n, cols)))
+    rsi[:, :6] = 50.0  # the RSI votes 0 and vetoes nothing in these columns
+    ready = rng.random((n, cols)) < 0.9
+    ready[:50, 1] = False
+    params = [PARAMS[j % len(PARAMS)] for j in range(cols)]
+    states = trend_states(e, m, rsi, h, params, ready=ready)
+    changes = []
+    for j, p in enumerate(params):
+        inputs = np.column_stack([e[:, j], m[:, j], rsi[:, j], h[:, j]])
+        np.testing.assert_array_equal(states[:, j], rules_states(inputs, p, ready[:, j]))
+        changes.append(int((np.diff(states[:, j]) != 0).sum()))
+    assert max(changes) > 3 * min(changes)  # busy and quiet columns side by side
+    # column-major inputs (what the sweep passes) give the same states
+    fortran = [np.asfortranarray(x) for x in (e, m, rsi, h)]
+    np.testing.assert_array_equal(trend_states(*fortran, params, ready=ready), states)
+
+
+def test_an_exit_on_an_entry_s_score_is_refused() -> None:
+    """The batch form relies on a side's entry and exit never sharing a row, which TrendParams
+    guarantees (exit_score < entry_score); parameters that slipped past it are refused."""
+    bad = TrendParams()
+    object.__setattr__(bad, "exit_score", 0.5)
+    x = np.array([0.1, 0.2])
+    with pytest.raises(ValueError, match="exit_score must be below entry_score"):
+        trend_states(x, x, np.full(2, 50.0), x, bad)

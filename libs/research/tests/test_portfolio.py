@@ -398,3 +398,20 @@ def test_fraction_sizing_uses_the_initial_capital(wide: Wide, sig: TrendSignals)
     signal_close = wide.close.at[t["entry_time"] - H, t["symbol"]]
     assert t["qty"] == float(quantity_for_notional(Decimal(1500), dec(signal_close),
                                                    Decimal("0.00001")))
+
+
+def test_the_portfolio_is_on_the_data_s_own_index(wide: Wide, sig: TrendSignals,
+                                                  bt: Backtest) -> None:
+    # simulated on the times without their zone (cheaper for vectorbt), handed out on the real
+    # index, built once
+    assert bt.simulated.wrapper.index.tz is None
+    pf = bt.portfolio
+    assert pf is bt.portfolio
+    assert pf.wrapper.index.equals(wide.index)
+    assert pf.wrapper.index.tz is not None
+    assert pf.wrapper.columns.equals(sig.columns)
+    assert pf.close.index.equals(wide.index)
+    np.testing.assert_array_equal(pf.close.to_numpy(),
+                                  wide.close[sig.symbols].to_numpy())
+    np.testing.assert_array_equal(pf.order_records, bt.simulated.order_records)
+    assert len(pf.trades.records) == len(bt.trades)

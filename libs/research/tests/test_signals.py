@@ -20,7 +20,7 @@ from meridian_common.strategy import TrendParams, TrendRules, trend_events
 from meridian_research import signals as signals_module
 from meridian_research.data import Wide, load_wide
 from meridian_research.grid import NAMES, build_grid
-from meridian_research.signals import SymbolIndicators, TrendFactory, TrendSignals
+from meridian_research.signals import IndicatorCache, SymbolIndicators, TrendFactory, TrendSignals
 from meridian_signals.meta_model import exit_prices
 
 LONG, SHORT, FLAT = common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT, common_pb2.DIRECTION_FLAT
@@ -182,3 +182,109 @@ def test_a_symbols_missing_hours_carry_no_signal() -> None:
     # XRP's signals are those of XRP alone: BTC's absence changes nothing for it
     alone = TrendFactory().run(w.select(["XRPUSDT"]), allow_short=True)
     pd.testing.assert_frame_equal(sig.states[["XRPUSDT"]], alone.states[["XRPUSDT"]])
+
+
+# --------------------------------------------------------------------------- base readiness
+#
+# `SymbolIndicators.base_ready` skips most of the feature matrix (only the columns that can be
+# NaN past their warm-up are computed over all rows): it must be the matrix's own mask.
+
+
+def matrix_ready(w: Wide, symbol: str) -> np.ndarray:
+    """The released technical columns (less the combination's own) all there, per wide row,
+    from the whole feature matrix."""
+    cols = [TREND_V2.index(c) for c in TREND_V2.columns
+            if c not in TREND_V2.context and c not in signals_module._OWN_COLUMNS]
+    ready = np.zeros(len(w.index), dtype=bool)
+    ready[w.present(symbol)] = ~np.isnan(features(w, symbol)[:, cols]).any(axis=1)
+    return ready
+
+
+def counted_matrix(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of candles of each feature matrix `SymbolIndicators` computes."""
+    sizes: list[int] = []
+
+    def counted(open_ms: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        sizes.append(len(open_ms))
+        return feature_matrix(open_ms, *args, **kwargs)
+
+    monkeypatch.setattr(signals_module, "feature_matrix", counted)
+    return sizes
+
+
+def test_base_readiness_is_the_feature_matrix_s_on_all_the_data(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    full = load_wide()  # the four symbols' whole history: listings, outages, missing hours
+    sizes = counted_matrix(monkeypatch)
+    for symbol in full.symbols:
+        hours = np.diff(full.open_ms[full.present(symbol)]) // 3_600_000
+        assert (hours > 1).sum() > 10  # every one misses hours (4h buckets complete late)
+        np.testing.assert_array_equal(SymbolIndicators(full, symbol).base_ready,
+                                      matrix_ready(full, symbol))
+    assert sizes == [signals_module._HEAD_ROWS] * 4  # the shortcut, never the whole matrix
+
+
+def degenerate() -> Wide:
+    """BTC candles with what the warm-up alone does not explain: a flat, volumeless start (no
+    true range, so a Keltner band of width 0), a flat day without volume (Donchian range 0,
+    no session volume, volume average 0) and missing hours (4h buckets completing later)."""
+    w = load_wide(("BTCUSDT",), start="2022-01-01", end="2022-03-01")
+    frames = {f: getattr(w, f).copy() for f in ("open", "high", "low", "close", "volume")}
+    day = w.index.get_loc(pd.Timestamp("2022-01-21", tz="UTC"))
+    for rows, price in ((slice(0, 40), 47_000.0), (slice(day, day + 30), 40_000.0)):
+        for f in ("open", "high", "low", "close"):
+            frames[f].iloc[rows] = price
+        frames["volume"].iloc[rows] = 0.0
+    for f in frames:  # an outage and a few lone missing hours
+        frames[f].iloc[np.r_[800:830, 901, 955, 1203]] = np.nan
+    return Wide(**frames, funding=w.funding, timeframe=w.timeframe)
+
+
+def test_base_readiness_keeps_the_gaps_the_data_makes(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = degenerate()
+    expected = matrix_ready(w, "BTCUSDT")
+    rows = np.flatnonzero(w.present("BTCUSDT"))
+    assert not expected[rows[60:]].all()  # rows past every warm-up that are not ready
+    sizes = counted_matrix(monkeypatch)
+    np.testing.assert_array_equal(SymbolIndicators(w, "BTCUSDT").base_ready, expected)
+    assert sizes == [signals_module._HEAD_ROWS]
+
+
+def test_base_readiness_falls_back_to_the_whole_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = degenerate()
+    w.volume.iloc[700, 0] = np.nan  # a candle the shortcut's reasoning does not cover
+    sizes = counted_matrix(monkeypatch)
+    np.testing.assert_array_equal(SymbolIndicators(w, "BTCUSDT").base_ready,
+                                  matrix_ready(w, "BTCUSDT"))
+    assert sizes[0] == w.present("BTCUSDT").sum()
+
+
+# --------------------------------------------------------------------------- indicator cache
+
+
+def test_an_indicator_cache_serves_later_runs_on_the_same_data(
+        wide: Wide, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def counted(x: Any, period: int) -> np.ndarray:
+        calls.append(period)
+        return ema_batch(x, period)
+
+    fresh = [TrendFactory().run(wide, allow_short=True, entry_score=0.5),
+             TrendFactory().run(wide, allow_short=True, entry_score=[0.3, 0.6], stop_loss=0.03)]
+    monkeypatch.setattr(signals_module, "ema_batch", counted)
+    cache = IndicatorCache()
+    first = TrendFactory(cache=cache).run(wide, allow_short=True, entry_score=0.5)
+    computed = len(calls)
+    assert computed > 0
+    again = TrendFactory(cache=cache).run(wide, allow_short=True, entry_score=[0.3, 0.6],
+                                          stop_loss=0.03)
+    assert len(calls) == computed  # nothing computed again
+    for cached, alone in zip((first, again), fresh, strict=True):
+        for name in ("states", "long_entries", "short_exits", "stop_loss", "take_profit"):
+            pd.testing.assert_frame_equal(getattr(cached, name), getattr(alone, name))
+    # the wide-axis copies are not kept between runs, the indicators are
+    assert all(not cache.indicators(wide, s)._views for s in wide.symbols)
+    # another Wide (even of the same data) starts over
+    TrendFactory(cache=cache).run(wide.select(wide.symbols), allow_short=True)
+    assert len(calls) == 2 * computed

@@ -157,9 +157,8 @@ def group_sum(values: Array, groups: Ints, n_groups: int) -> Array:
 def end_wallets(equity: Array, init: Array, liquidated_row: Ints) -> Wallets:
     """Apply the end of a wallet: 0 from a cross liquidation on, and ruin as absorbing."""
     eq = equity.copy()
-    rows = np.arange(eq.shape[0])[:, None]
-    cut = (liquidated_row >= 0)[None, :] & (rows >= liquidated_row[None, :])
-    eq[cut] = 0.0
+    for w in np.flatnonzero(liquidated_row >= 0):
+        eq[liquidated_row[w]:, w] = 0.0
     ruin = eq <= 0.0
     ruined_row = np.where(ruin.any(axis=0), ruin.argmax(axis=0), -1)
     for w in np.flatnonzero(ruined_row >= 0):
@@ -172,7 +171,9 @@ def max_drawdown(equity: Array) -> Array:
     peak = cummax_rows(equity)
     with np.errstate(divide="ignore", invalid="ignore"):
         dd = np.where(peak > 0.0, 1.0 - equity / peak, 1.0)
-    return np.clip(dd, 0.0, 1.0).max(axis=0)
+    # clipped after the maximum, not before: the same figure (clipping keeps the order) for
+    # one pass over the column's largest value instead of all rows
+    return np.clip(dd.max(axis=0), 0.0, 1.0)  # type: ignore[no-any-return]
 
 
 def isolated_liquidations(orders: Orders, n_cols: int) -> Ints:

@@ -3,9 +3,11 @@ simulated by the vectorbt engine on the shared rules.
 
 Signals are computed once per parameter set over the whole history (so indicators and the
 rules' state are warm at every window's start, as in a service that has run all along) and cut
-to the window; each window starts flat with its own wallet (`simulate` on the window's rows), so
-windows are independent samples. Sizing is a fixed fraction of the initial capital times the
-leverage (the risk gate's `fixed_fraction`), so leverage scales the position and its risk.
+to the window; the indicators are kept between trials (`IndicatorCache`: trials differ in the
+rule parameters and barriers, so after the first one only the rules are run again); each window
+starts flat with its own wallet (`simulate` on the window's rows), so windows are independent
+samples. Sizing is a fixed fraction of the initial capital times the leverage (the risk gate's
+`fixed_fraction`), so leverage scales the position and its risk.
 
 The default space searches the rule parameters, the barriers and leverage; the feature windows
 stay at the released feature set's, because only those can be promoted
@@ -24,7 +26,7 @@ import optuna
 
 from meridian_research.data import Wide, to_ms
 from meridian_research.portfolio import simulate
-from meridian_research.signals import TrendFactory, TrendSignals
+from meridian_research.signals import IndicatorCache, TrendFactory, TrendSignals
 from meridian_research.study import WindowResult
 from meridian_research.walkforward import Window
 
@@ -53,6 +55,7 @@ class TrendEvaluator:
     _cache: OrderedDict[tuple[tuple[str, Any], ...], TrendSignals] = field(
         default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _indicators: IndicatorCache = field(default_factory=IndicatorCache, repr=False)
 
     def space(self, trial: optuna.Trial) -> dict[str, Any]:
         params: dict[str, Any] = dict(self.fixed)
@@ -82,7 +85,7 @@ class TrendEvaluator:
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
-        computed = TrendFactory().run(self.wide, **hyper)
+        computed = TrendFactory(cache=self._indicators).run(self.wide, **hyper)
         if computed.skipped:
             raise ValueError(f"parameters refused: {computed.skipped[0][1]}")
         with self._lock:

@@ -255,10 +255,10 @@ def settle_orders(rec: npt.NDArray[np.void], m: Market, s: Stops, costs: Costs,
     # so each distinct case is decided once.
     cases = np.column_stack([long, m.at("next_open", e, j), *s.levels(e, j), leverage[j],
                              m.at("open", k, j), m.at("high", k, j), m.at("low", k, j)])
-    distinct, which = np.unique(cases, axis=0, return_inverse=True)
+    distinct, which = _distinct_rows(cases)
     decided = [_decide(*case, mmr=mmr) for case in distinct.tolist()]
-    code = np.array([d[0] for d in decided], dtype=np.int64)[which.ravel()]
-    level = np.array([d[1] for d in decided], dtype=np.float64)[which.ravel()]
+    code = np.array([d[0] for d in decided], dtype=np.int64)[which]
+    level = np.array([d[1] for d in decided], dtype=np.float64)[which]
     matched = code > 0
     price, fee = _exit_fills(code, level, long, rec["size"][at], cases[:, 1], costs, mmr)
     out["price"][at] = np.where(matched, price, rec["price"][at])
@@ -267,6 +267,21 @@ def settle_orders(rec: npt.NDArray[np.void], m: Market, s: Stops, costs: Costs,
     reason[at] = np.where(matched, code, guess)
     closed_side = np.where(held & ((after == 0.0) | opening), np.sign(before), 0).astype(np.int64)
     return Orders(out, reason, closed_side, after, int((~matched).sum()))
+
+
+def _distinct_rows(a: Array) -> tuple[Array, npt.NDArray[np.intp]]:
+    """The distinct rows of `a` and, per row, which of them it is (as np.unique(axis=0)
+    returns them, up to order). Rows are told apart by their bits, so ranked by a lexsort of
+    integers: several times faster than np.unique's sort of the rows as records."""
+    if not len(a):
+        return a, np.zeros(0, dtype=np.intp)
+    bits = np.ascontiguousarray(a, dtype=np.float64).view(np.int64)
+    order = np.lexsort(bits.T[::-1])
+    ranked = bits[order]
+    first = np.r_[True, (ranked[1:] != ranked[:-1]).any(axis=1)]
+    which = np.empty(len(a), dtype=np.intp)
+    which[order] = np.cumsum(first) - 1
+    return a[order[first]], which
 
 
 def _decide(long: float, entry_open: float, sl_level: float, tp_level: float,

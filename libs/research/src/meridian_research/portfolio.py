@@ -26,7 +26,7 @@ prices; its value includes neither funding nor the leverage offset (use `Backtes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
@@ -75,9 +75,9 @@ class Backtest:
     combos: the same per combination (all its symbols' wallets together), and final_equity.
     dropped_reversals: reversal signals vectorbt dropped because a stop filled on that candle.
     unmatched_stops: stops vectorbt took where the executor's rule saw none (float ties).
+    portfolio (a property): vectorbt's portfolio (module docstring).
     """
 
-    portfolio: vbt.Portfolio
     equity: pd.DataFrame
     combo_equity: pd.DataFrame
     stats: pd.DataFrame
@@ -86,6 +86,23 @@ class Backtest:
     margin_mode: MarginMode
     dropped_reversals: int
     unmatched_stops: int
+    simulated: vbt.Portfolio = field(repr=False)  # the portfolio on the zoneless index
+    index: pd.DatetimeIndex = field(repr=False)  # the real one
+    _built: dict[str, vbt.Portfolio] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def portfolio(self) -> vbt.Portfolio:
+        """vectorbt's portfolio on the data's own index, built on first use: building a
+        portfolio on times with a zone costs vectorbt one Timestamp object per row (`_zoneless`),
+        and the results above do not need it."""
+        found = self._built.get("portfolio")
+        if found is None:
+            pf = self.simulated
+            close = pd.DataFrame(pf.close.to_numpy(), index=self.index, columns=pf.wrapper.columns,
+                                 copy=False)
+            found = self._built.setdefault("portfolio", pf.replace(
+                wrapper=pf.wrapper.replace(index=self.index), close=close))
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +162,9 @@ def _budget(notional: float | None, fraction: float | None, init_cash: float,
     return notional * leverage
 
 
-def _fillable(signals: TrendSignals, m: Market) -> dict[str, npt.NDArray[np.bool_]]:
+def _fillable(signals: TrendSignals, next_open: Array) -> dict[str, npt.NDArray[np.bool_]]:
     """Signal arrays without the signals no candle follows (nothing could fill them)."""
-    ok = ~np.isnan(m.columns("next_open"))
+    ok = ~np.isnan(next_open)
     return {name: np.ascontiguousarray(getattr(signals, name).to_numpy(dtype=bool) & ok)
             for name in ("long_entries", "long_exits", "short_entries", "short_exits")}
 
@@ -174,7 +191,8 @@ def simulate(wide: Wide, signals: TrendSignals, *, fees: FeeSchedule | None = No
                   float(model.slippage_bps) / 10_000.0)
     lay = _layout(signals, leverage, margin_mode)
     m = market(wide, lay.symbols)
-    sig = _fillable(signals, m)
+    next_open = m.columns("next_open")
+    sig = _fillable(signals, next_open)
     liq = liquidation_distance(lay.leverage, mmr) if margin_mode == "isolated" else \
         np.full(len(lay.columns), np.nan)
     st = stops(m, sig["long_entries"], sig["short_entries"], signals.stop_loss.to_numpy(),
@@ -185,12 +203,13 @@ def simulate(wide: Wide, signals: TrendSignals, *, fees: FeeSchedule | None = No
     # kernel is compiled per layout (~5 s each; a single column is typed apart regardless,
     # because vectorbt's own call_seq and close arrays then look C-ordered).
     c = np.ascontiguousarray
+    close = m.columns("close")
     pf = vbt.Portfolio.from_signals(
-        pd.DataFrame(m.columns("close"), index=wide.index, columns=lay.columns, copy=False),
+        pd.DataFrame(close, index=_zoneless(wide.index), columns=lay.columns, copy=False),
         entries=sig["long_entries"], exits=sig["long_exits"],
         short_entries=sig["short_entries"], short_exits=sig["short_exits"],
         size=c(entry_sizes(m, budget, lot, sig["long_entries"] | sig["short_entries"])),
-        size_type="amount", price=c(m.columns("next_open")), fees=costs.taker,
+        size_type="amount", price=c(next_open), fees=costs.taker,
         slippage=costs.slippage, open=c(m.columns("open")), high=c(m.columns("high")),
         low=c(m.columns("low")), sl_stop=c(st.sl_fraction), tp_stop=c(st.tp_fraction),
         stop_entry_price="price", stop_exit_price="stopmarket", upon_opposite_entry="reverse",
@@ -203,6 +222,16 @@ def simulate(wide: Wide, signals: TrendSignals, *, fees: FeeSchedule | None = No
     pf = pf.replace(order_records=orders.records)
     return _book(wide, pf, orders, m, lay, wallet_cash, funding, mmr, margin_mode,
                  _dropped_reversals(orders, sig))
+
+
+def _zoneless(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """The same times without their zone, for vectorbt. It turns the index of every portfolio
+    it builds into an array of objects, which for times with a zone means one Timestamp per row
+    (0.17 s and ~50k objects for the garbage collector to count, for 52,915 rows) and for times
+    without one is a view. Neither the simulation nor the trades look at the times (the
+    timeframe is given as `freq`), so they run on these; `Backtest.portfolio` puts the real
+    index back when asked for."""
+    return index.tz_localize(None) if index.tz is not None else index
 
 
 def _wallet_cash(lay: _Layout, init_cash: float, margin_mode: MarginMode) -> Array:
@@ -257,10 +286,10 @@ def _book(wide: Wide, pf: vbt.Portfolio, orders: Orders, m: Market, lay: _Layout
     combo_equity = accounts.group_sum(wallets.equity, wallet_combo, k)
     combo_init = np.bincount(wallet_combo, weights=wallet_cash, minlength=k)
     return Backtest(
-        pf, pd.DataFrame(wallets.equity, index=wide.index, columns=wallet_index, copy=False),
+        pd.DataFrame(wallets.equity, index=wide.index, columns=wallet_index, copy=False),
         pd.DataFrame(combo_equity, index=wide.index, columns=lay.combo_index, copy=False),
         stats, combo_stats(combo_equity, combo_init, lay, stats), trades, margin_mode, dropped,
-        orders.unmatched)
+        orders.unmatched, pf, wide.index)
 
 
 def _times(index: pd.DatetimeIndex, rows: Ints) -> pd.DatetimeIndex:
