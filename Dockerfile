@@ -31,6 +31,7 @@ COPY pyproject.toml uv.lock ./
 COPY libs/common/pyproject.toml libs/common/pyproject.toml
 COPY libs/fake-exchange/pyproject.toml libs/fake-exchange/pyproject.toml
 COPY libs/ml/pyproject.toml libs/ml/pyproject.toml
+COPY libs/research/pyproject.toml libs/research/pyproject.toml
 COPY services/ingest/pyproject.toml services/ingest/pyproject.toml
 COPY services/features/pyproject.toml services/features/pyproject.toml
 COPY services/signals/pyproject.toml services/signals/pyproject.toml

@@ -12,7 +12,10 @@ async def build(common: config.CommonSettings) -> SignalsHandler:
     # the database, when configured, holds which model version and which strategy config
     # (active_configs) are promoted
     url = common.database_url.get_secret_value() if common.database_url else None
-    configs = ActiveStrategyStore(db.create_engine(url), owns_engine=True) if url else None
+    configs = None
+    if url:
+        db.migrate(url)  # active_configs may not exist yet on a fresh database
+        configs = ActiveStrategyStore(db.create_engine(url), owns_engine=True)
     return SignalsHandler(config.load(SignalsSettings), database_url=url, configs=configs)
 
 
