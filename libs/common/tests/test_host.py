@@ -13,6 +13,7 @@ from meridian_common.bus import partition_for
 from meridian_common.bus.inprocess import InProcessBus
 from meridian_common.host import ServiceHost, all_topic_configs
 from meridian_common.marketdata import RawCandle, make_candle
+from meridian_common.testing import Running
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 from meridian_ledger.handler import LedgerHandler
@@ -56,23 +57,6 @@ async def send_msg(bus: InProcessBus, topic: str, key: str, message: object,
                    prefix: str = "") -> None:
     value, mtype = codec.encode(message)  # type: ignore[arg-type]
     await send(bus, prefix + topic, key.encode(), value, mtype)
-
-
-class Running:
-    def __init__(self, h: ServiceHost) -> None:
-        self.host = h
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.host.run(self.stop))
-        await asyncio.wait_for(self.host.ready.wait(), 5)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        assert self.task is not None
-        await asyncio.wait_for(self.task, 5)
 
 
 async def new_bus(prefix: str = "") -> InProcessBus:

@@ -26,6 +26,7 @@ from meridian_common.handler import Handler, Inbound, Outbox
 from meridian_common.host import ServiceHost, all_topic_configs, publish
 from meridian_common.marketdata import RawCandle, make_candle
 from meridian_common.metrics import NullSensor
+from meridian_common.testing import Running
 from meridian_execution.handler import ExecutionHandler
 from meridian_execution.settings import ExecutionSettings
 
@@ -80,23 +81,6 @@ class Relay(Handler):
             self.held = (msg.event_time_ms, msg.trace_context)
         else:
             out.watermark(topics.SIGNAL, msg.key, msg.event_time_ms)
-
-
-class Running:
-    def __init__(self, h: ServiceHost) -> None:
-        self.host = h
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.host.run(self.stop))
-        await asyncio.wait_for(self.host.ready.wait(), 5)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        assert self.task is not None
-        await asyncio.wait_for(self.task, 5)
 
 
 async def until(cond: Callable[[], bool]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from meridian_common.handler import Handler, Inbound, Outbox
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from meridian_common.host import ServiceHost
 
 T = TypeVar("T")
 OutItem = tuple[str, str, Message]
@@ -160,3 +163,23 @@ def recording_spans() -> Iterator[InMemorySpanExporter]:
     finally:
         tracing.install(None)
         provider.shutdown()
+
+
+class Running:
+    """A hosted handler running as a task for the span of an `async with` (ready on enter,
+    stopped and awaited on exit)."""
+
+    def __init__(self, h: ServiceHost) -> None:
+        self.host = h
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Running:
+        self.task = asyncio.create_task(self.host.run(self.stop))
+        await asyncio.wait_for(self.host.ready.wait(), 5)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 5)
