@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
@@ -13,7 +12,7 @@ from meridian_common.bus import partition_for
 from meridian_common.bus.inprocess import InProcessBus
 from meridian_common.host import ServiceHost, all_topic_configs
 from meridian_common.marketdata import RawCandle, make_candle
-from meridian_common.testing import Running
+from meridian_common.testing import Running, until
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 from meridian_ledger.handler import LedgerHandler
@@ -36,15 +35,6 @@ def candle(i: int, close: str | None = None):
     price = str(30000 + 10 * i)
     return make_candle("binance", "BTCUSDT", "1h",
                        RawCandle(T0 + i * HOUR, price, price, price, close or price, "1"), "test")
-
-
-async def until(cond: Callable[[], bool]) -> None:
-    """Wait (at most 5 s) until cond() holds."""
-    for _ in range(2500):
-        if cond():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError("condition not reached within 5 s")
 
 
 async def send(bus: InProcessBus, topic: str, key: bytes | None, value: bytes | None,

@@ -4,10 +4,9 @@ all when tracing is off."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import ClassVar
 
 import orjson
@@ -26,7 +25,7 @@ from meridian_common.handler import Handler, Inbound, Outbox
 from meridian_common.host import ServiceHost, all_topic_configs, publish
 from meridian_common.marketdata import RawCandle, make_candle
 from meridian_common.metrics import NullSensor
-from meridian_common.testing import Running
+from meridian_common.testing import Running, until
 from meridian_execution.handler import ExecutionHandler
 from meridian_execution.settings import ExecutionSettings
 
@@ -81,14 +80,6 @@ class Relay(Handler):
             self.held = (msg.event_time_ms, msg.trace_context)
         else:
             out.watermark(topics.SIGNAL, msg.key, msg.event_time_ms)
-
-
-async def until(cond: Callable[[], bool]) -> None:
-    for _ in range(2500):
-        if cond():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError("condition not reached within 5 s")
 
 
 async def new_bus() -> InProcessBus:

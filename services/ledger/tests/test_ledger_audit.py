@@ -5,7 +5,6 @@ with a reason naming the field, and takes no part in the fill/candle merge."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -17,6 +16,7 @@ from meridian_common import codec, host, topics
 from meridian_common.bus.inprocess import InProcessBus
 from meridian_common.handler import Inbound, InvalidMessage, Outbox
 from meridian_common.host import ServiceHost, all_topic_configs
+from meridian_common.testing import until
 from meridian_ledger.handler import LedgerHandler
 from meridian_ledger.settings import LedgerSettings
 from meridian_ledger.store import Batch
@@ -166,14 +166,6 @@ class RecordingStore:
 
     async def positions(self, account: str) -> list[dict[str, Any]]:
         return []
-
-
-async def until(cond: Callable[[], bool]) -> None:
-    for _ in range(2500):
-        if cond():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError("condition not reached within 5 s")
 
 
 async def test_host_dead_letters_a_malformed_decision_and_stores_the_rest(

@@ -65,8 +65,7 @@ def run_embedded(spec: BacktestSpec, url: str, total: int) -> dict[str, Any]:
 
 
 def run_kafka(spec: BacktestSpec, url: str, total: int) -> dict[str, Any]:
-    from meridian_cli.bench import _wait_started
-    from meridian_cli.kafka_run import CONSUMERS, KafkaPipeline
+    from meridian_cli.kafka_run import KafkaPipeline
     from meridian_cli.kafka_topics import delete_prefixed, require_broker
 
     common = spec.settings(common={"bus": "kafka"}).common
@@ -81,7 +80,7 @@ def run_kafka(spec: BacktestSpec, url: str, total: int) -> dict[str, Any]:
     try:
         with KafkaPipeline(env, logs_dir) as pipeline:
             pipeline.start()
-            _wait_started(logs_dir, CONSUMERS, pipeline)
+            pipeline.wait_started()
             started = time.perf_counter()
             pipeline.ingest()
             pipeline.wait_marked(url, account, total, timeout_s=max(300.0, total / 200))

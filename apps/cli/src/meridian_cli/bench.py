@@ -31,18 +31,6 @@ def _fingerprint(url: str, capital: Any) -> tuple[int, int, str]:
     return r["fills"], r["total"]["trades"], r["final_equity"]
 
 
-def _wait_started(log_dir: Path, services: tuple[str, ...], pipeline: KafkaPipeline) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        pipeline.check_alive()
-        if all("service started" in (log_dir / f"{s}.log").read_text(errors="replace")
-               for s in services if (log_dir / f"{s}.log").exists()):
-            time.sleep(1.0)
-            return
-        time.sleep(0.1)
-    raise RuntimeError("services did not start within 120 s")
-
-
 def _kafka(env: dict[str, str], candles: int, capital: Any) -> tuple[float, tuple[int, int, str]]:
     infra = load_script("localinfra")
     state = Path(tempfile.mkdtemp(prefix="meridian-bench-"))
@@ -57,8 +45,7 @@ def _kafka(env: dict[str, str], candles: int, capital: Any) -> tuple[float, tupl
                    "MERIDIAN_DATABASE_URL": url, "MERIDIAN_TOPIC_PREFIX": "bench."}
         with KafkaPipeline(run_env, state / "logs") as pipeline:
             pipeline.start()
-            _wait_started(state / "logs", ("features", "signals", "risk", "execution", "ledger"),
-                          pipeline)
+            pipeline.wait_started()
             started = time.perf_counter()
             pipeline.ingest()
             pipeline.wait_marked(url, "paper", candles, timeout_s=900)

@@ -40,7 +40,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from google.protobuf.message import Message
 
 from meridian.v1 import candle_pb2, common_pb2, fill_pb2, signal_pb2
-from meridian_cli.bench import _wait_started
 from meridian_cli.kafka_run import KafkaPipeline, RunFailed
 from meridian_cli.scripts import load_script
 from meridian_common import codec, config, ids, topics
@@ -327,7 +326,7 @@ def main() -> int:
         with KafkaPipeline(env, state / "logs") as pipeline:
             print("latency: starting risk and execution ...", file=sys.stderr, flush=True)
             pipeline.start(SERVICES)
-            _wait_started(state / "logs", SERVICES, pipeline)
+            pipeline.wait_started()
             samples, got = asyncio.run(_measure(kafka.bootstrap, prefix, pipeline, candles,
                                                 signals))
         problems = _log_problems(state / "logs")

@@ -61,6 +61,20 @@ class KafkaPipeline:
         if code != 0:
             raise RunFailed(f"ingest exited with {code}:\n{_tail(log)}")
 
+    def wait_started(self, timeout_s: float = 120) -> None:
+        """Wait until every started service logged "service started" (its consumer joined), so
+        what is produced next is read from its first record."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            logs = [self.log_dir / f"{name}.log" for name in self.procs]
+            if all(log.exists() and "service started" in log.read_text(errors="replace")
+                   for log in logs):
+                time.sleep(1.0)
+                return
+            time.sleep(0.1)
+        raise RunFailed(f"services did not start within {timeout_s:.0f} s")
+
     def kill(self, name: str) -> None:
         """kill -9 one service (a crash: no batch finished, nothing flushed)."""
         proc = self.procs[name]

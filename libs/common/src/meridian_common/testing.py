@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -183,3 +183,12 @@ class Running:
         self.stop.set()
         assert self.task is not None
         await asyncio.wait_for(self.task, 5)
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    """Wait (at most 5 s) until cond() holds."""
+    for _ in range(2500):
+        if cond():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("condition not reached within 5 s")
