@@ -3,10 +3,14 @@
 Nothing is built or started here (no Docker engine or cluster needed). The checks that matter:
 every MERIDIAN_* variable a container gets is one its service's settings classes read (an unknown
 one stops the service at start-up) and its value passes their validation; every command runs an
-existing `meridian_<service>` module; every workload has resources, probes and a non-root,
-read-only security context; the Dockerfile copies paths that exist, every workspace member, and
-pins the same uv as the Makefile. Kubernetes checks run on both overlays: dev (the CSV replay
-Job) and live (the live-ingest StatefulSet from components/ingest-live, without the Job).
+existing `meridian_<service>` module; every workload has resources, probes on the health
+endpoints of docs/observability.md and a non-root, read-only security context; secrets come only
+from Secret references; every rendered object and secret template is valid against the
+Kubernetes OpenAPI schema (kubernetes-validate --strict, offline) and docker-compose.yml against
+the compose specification (check-jsonschema); the Dockerfile copies paths that exist, every
+workspace member, and pins the same uv as the Makefile. Kubernetes checks run on both overlays:
+dev (the CSV replay Job) and live (the live-ingest StatefulSet from components/ingest-live,
+without the Job).
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import threading
 import tomllib
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,7 @@ from pydantic_settings import BaseSettings
 
 from meridian_cli.settings import SETTINGS_CLASSES
 from meridian_common import config
+from meridian_control.settings import ControlSettings
 from meridian_ingest.sharding import owned_symbols
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,8 +49,20 @@ COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 SERVICES = ("ingest", "features", "signals", "risk", "execution", "ledger")
 CONSUMERS = SERVICES[1:]
+CONTROL = "control"
+# features and signals rebuild their state on every partition assignment, so they scale out
+# (HPA, RollingUpdate); risk, execution and the ledger are one consumer each (Recreate).
+SCALED = ("features", "signals")
+SINGLE = ("risk", "execution", "ledger")
 METRICS_PORT = 9100
 SECRET_PLACEHOLDER = "postgresql://user:secret@db.example:5432/meridian"
+TOKEN_PLACEHOLDER = "placeholder-token-for-the-checks-0123456789"
+# What the secret placeholder is for each variable that reads a Secret: its value must load.
+SECRET_VALUES = {"MERIDIAN_DATABASE_URL": SECRET_PLACEHOLDER,
+                 "MERIDIAN_CONTROL_TOKEN": TOKEN_PLACEHOLDER,
+                 "MERIDIAN_CONTROL_READ_TOKEN": TOKEN_PLACEHOLDER[::-1]}
+KUBERNETES_VERSION = "1.30.0"  # one of the schema sets kubernetes-validate ships
+VENV_BIN = Path(sys.executable).parent
 
 
 # --- the code's settings ------------------------------------------------------------------------
@@ -56,7 +76,8 @@ def _names(cls: type[BaseSettings]) -> set[str]:
 
 
 def _service_class(service: str) -> type[BaseSettings]:
-    by_prefix = {_prefix(cls): cls for cls in SETTINGS_CLASSES}
+    """The service's own settings class (the CLI's pipeline classes and the control plane's)."""
+    by_prefix = {_prefix(cls): cls for cls in (*SETTINGS_CLASSES, ControlSettings)}
     return by_prefix[f"MERIDIAN_{service.upper()}_"]
 
 
@@ -83,6 +104,7 @@ def test_valid_names_come_from_the_code() -> None:
     assert "MERIDIAN_KAFKA_BOOTSTRAP" in valid_names("features")
     assert "MERIDIAN_LEDGER_ACCOUNT" in valid_names("ledger")
     assert "MERIDIAN_LEDGER_ACCOUNT" not in valid_names("risk")
+    assert "MERIDIAN_CONTROL_TOKEN" in valid_names("control")
     with pytest.raises(pytest.fail.Exception, match="MERIDIAN_KAFKA_BOOTSTRAPS"):
         check_env("features", {"MERIDIAN_KAFKA_BOOTSTRAPS": "kafka:9092"}, "guard")
     with pytest.raises(pytest.fail.Exception, match="MERIDIAN_LOG_LEVEL"):
@@ -179,16 +201,26 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
 
 
-def secret_template() -> dict[str, Any]:
-    (doc,) = load_docs(BASE / "secret-database.template.yaml")
-    return doc
+SECRET_TEMPLATES = sorted(BASE.glob("*.template.yaml"))
+
+
+def secret_template(name: str = "meridian-database") -> dict[str, Any]:
+    """The template (base/*.template.yaml, never applied) of the Secret called `name`."""
+    templates = {doc["metadata"]["name"]: doc for path in SECRET_TEMPLATES
+                 for doc in load_docs(path)}
+    return templates[name]
+
+
+def secret_keys() -> dict[str, set[str]]:
+    """Every templated Secret and its keys: what a secretKeyRef may point at."""
+    return {doc["metadata"]["name"]: set(doc["stringData"]) for path in SECRET_TEMPLATES
+            for doc in load_docs(path)}
 
 
 def container_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
     """The environment a container would get; secret values are a placeholder."""
     maps = {name: doc.get("data", {}) for name, doc in by_kind(docs, "ConfigMap").items()}
-    secret = secret_template()
-    secrets = {secret["metadata"]["name"]: secret["stringData"]}
+    secrets = secret_keys()
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
@@ -203,9 +235,9 @@ def container_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict
         ref = var.get("valueFrom", {})
         if "secretKeyRef" in ref:
             key_ref = ref["secretKeyRef"]
-            assert key_ref["key"] in secrets.get(key_ref["name"], {}), \
+            assert key_ref["key"] in secrets.get(key_ref["name"], set()), \
                 f"{container['name']}: {var['name']} refers to a Secret key the template lacks"
-            env[var["name"]] = SECRET_PLACEHOLDER
+            env[var["name"]] = SECRET_VALUES.get(var["name"], SECRET_PLACEHOLDER)
         elif "configMapKeyRef" in ref:
             key_ref = ref["configMapKeyRef"]
             env[var["name"]] = str(maps[key_ref["name"]][key_ref["key"]])
@@ -255,18 +287,24 @@ def test_every_kustomization_file_is_used() -> None:
         listed |= {e["path"] for e in kust.get("patches", [])}
         present = {p.name for p in kust_path.parent.glob("*.yaml")} - {"kustomization.yaml"}
         assert listed <= present, f"{kust_path}: listed but missing: {listed - present}"
-        assert present - listed <= {"secret-database.template.yaml"}, \
+        assert present - listed <= {p.name for p in SECRET_TEMPLATES}, \
             f"{kust_path}: not listed: {present - listed}"
     live = load_docs(LIVE / "kustomization.yaml")[0]
     assert (LIVE / live["components"][0]).resolve() == LIVE_COMPONENT
     assert load_docs(LIVE_COMPONENT / "kustomization.yaml")[0]["kind"] == "Component"
 
 
-def test_base_lists_every_manifest_except_the_secret_template() -> None:
+def test_base_lists_every_manifest_except_the_secret_templates() -> None:
+    """Applying the base never overwrites a real Secret with a template's placeholder."""
     listed = set(load_docs(BASE / "kustomization.yaml")[0]["resources"])
     present = {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed <= present, f"listed but missing: {listed - present}"
-    assert present - listed == {"secret-database.template.yaml"}
+    assert present - listed == {p.name for p in SECRET_TEMPLATES} == \
+        {"secret-database.template.yaml", "secret-control.template.yaml"}
+    for path in SECRET_TEMPLATES:
+        for doc in load_docs(path):
+            assert doc["kind"] == "Secret", path
+            assert all("REPLACE-ME" in str(v) for v in doc["stringData"].values()), path
 
 
 def test_one_deployment_per_consumer_and_one_ingest(rendered: list[dict[str, Any]]) -> None:
@@ -274,7 +312,7 @@ def test_one_deployment_per_consumer_and_one_ingest(rendered: list[dict[str, Any
     def services(kind: str) -> set[str]:
         return {service_of(c) for d, c in containers(rendered) if d["kind"] == kind}
 
-    assert services("Deployment") == set(CONSUMERS)
+    assert services("Deployment") == {*CONSUMERS, CONTROL}
     if overlay_of(rendered) == "dev":
         assert services("Job") == {"ingest"}
         assert services("StatefulSet") == set()
@@ -283,6 +321,24 @@ def test_one_deployment_per_consumer_and_one_ingest(rendered: list[dict[str, Any
         assert services("StatefulSet") == {"ingest"}
     assert all(d["metadata"]["namespace"] == "meridian"
                for d in rendered if d["kind"] != "Namespace")
+
+
+def served_port(doc: dict[str, Any], container: dict[str, Any]) -> tuple[str, int]:
+    """(port name, number) of the port a workload's Prometheus metrics and probes use: the
+    metrics port for the pipeline, the API port for the control plane."""
+    name = "http" if service_of(container) == CONTROL else "metrics"
+    (port,) = [p for p in container["ports"] if p["name"] == name]
+    return name, int(port["containerPort"])
+
+
+def expected_probes(doc: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """docs/observability.md: readiness and start-up on /readyz, liveness on /healthz (the
+    control plane: /health); a Job (the replay) has none."""
+    if doc["kind"] == "Job":
+        return {}
+    if service_of(container) == CONTROL:
+        return dict.fromkeys(("startupProbe", "readinessProbe", "livenessProbe"), "/health")
+    return {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
 
 
 def test_workloads_have_resources_probes_and_security(rendered: list[dict[str, Any]]) -> None:
@@ -294,25 +350,64 @@ def test_workloads_have_resources_probes_and_security(rendered: list[dict[str, A
         assert pod is not None
         assert pod["securityContext"]["runAsNonRoot"] is True, where
         assert pod["securityContext"]["runAsUser"] == dockerfile_uid(), where
+        assert pod["automountServiceAccountToken"] is False, where
         sec = container["securityContext"]
         assert sec["allowPrivilegeEscalation"] is False, where
         assert sec["readOnlyRootFilesystem"] is True, where
         assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]), where
+        port_name, port = served_port(doc, container)
         annotations = doc["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true", where
-        assert annotations["prometheus.io/port"] == str(METRICS_PORT), where
-        assert any(p["containerPort"] == METRICS_PORT for p in container["ports"]), where
-        if doc["kind"] in ("Deployment", "StatefulSet"):
-            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-                get = container[probe]["httpGet"]
-                assert get["path"] == "/metrics", f"{where} {probe}"
-                assert get["port"] in (METRICS_PORT, "metrics"), f"{where} {probe}"
+        assert annotations["prometheus.io/port"] == str(port), where
+        assert annotations["prometheus.io/path"] == "/metrics", where
+        if service_of(container) != CONTROL:
+            assert port == METRICS_PORT == int(container_env(rendered, container)
+                                               ["MERIDIAN_METRICS_PORT"]), where
+        probes = expected_probes(doc, container)
+        assert {k for k in container if k.endswith("Probe")} == probes.keys(), where
+        for probe, path in probes.items():
+            get = container[probe]["httpGet"]
+            assert (get["path"], get["port"]) == (path, port_name), f"{where} {probe}"
+
+
+def test_control_plane_listens_where_its_probes_and_service_point(
+        rendered: list[dict[str, Any]]) -> None:
+    (doc, container), = [(d, c) for d, c in containers(rendered) if service_of(c) == CONTROL]
+    settings = config.load(ControlSettings, environ=container_env(rendered, container))
+    _, port = served_port(doc, container)
+    assert settings.port == port
+    assert settings.host == "0.0.0.0"  # reachable from the kubelet and the Service
+    service = by_kind(rendered, "Service")[doc["metadata"]["name"]]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(port, "http")]
+
+
+def test_secrets_come_only_from_secret_refs(rendered: list[dict[str, Any]]) -> None:
+    """A token, password or database URL is never a literal in a manifest; each reference names
+    a templated Secret key; the control plane cannot start without its write token."""
+    sensitive = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|DATABASE_URL")
+    keys = secret_keys()
+    for doc, container in containers(rendered):
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        for var in container.get("env", []):
+            if sensitive.search(var["name"]):
+                assert "value" not in var, f"{where}: {var['name']} is a literal"
+                ref = var["valueFrom"]["secretKeyRef"]
+                assert ref["key"] in keys[ref["name"]], f"{where}: {var['name']}"
+        for data in by_kind(rendered, "ConfigMap").values():
+            assert not any(sensitive.search(k) for k in data.get("data", {})), where
+    control = next(c for _d, c in containers(rendered) if service_of(c) == CONTROL)
+    refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in control["env"]
+            if "valueFrom" in v}
+    assert (refs["MERIDIAN_CONTROL_TOKEN"]["name"], refs["MERIDIAN_CONTROL_TOKEN"]["key"]) == \
+        ("meridian-control", "token")
+    assert not refs["MERIDIAN_CONTROL_TOKEN"].get("optional", False)
+    assert by_kind(rendered, "Secret") == {}  # the templates are never rendered
 
 
 def test_workload_commands_run_existing_modules(rendered: list[dict[str, Any]]) -> None:
     for doc, container in containers(rendered):
         service = service_of(container)
-        assert service in SERVICES
+        assert service in (*SERVICES, CONTROL)
         check_command(container["command"], service, doc["metadata"]["name"])
         assert container["image"] == "meridian:dev"
 
@@ -328,6 +423,8 @@ def test_k8s_env_is_known_to_each_service_and_valid(rendered: list[dict[str, Any
         env = container_env(rendered, container)
         if env.get("MERIDIAN_INGEST_MODE") == "live":
             assert "MERIDIAN_DATABASE_URL" in env
+        if service_of(container) == CONTROL:
+            assert "MERIDIAN_CONTROL_TOKEN" in env
 
 
 def test_configmap_holds_only_common_settings(rendered: list[dict[str, Any]]) -> None:
@@ -339,16 +436,83 @@ def test_configmap_holds_only_common_settings(rendered: list[dict[str, Any]]) ->
 def test_each_deployment_has_a_pdb_and_a_metrics_service(rendered: list[dict[str, Any]]) -> None:
     pdbs = by_kind(rendered, "PodDisruptionBudget")
     services = by_kind(rendered, "Service")
+    autoscaled = {h["spec"]["scaleTargetRef"]["name"]
+                  for h in by_kind(rendered, "HorizontalPodAutoscaler").values()}
     for name, deployment in by_kind(rendered, "Deployment").items():
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         selector = deployment["spec"]["selector"]["matchLabels"]
         assert selector.items() <= labels.items(), name
-        assert deployment["spec"]["replicas"] == 1, name
+        # an autoscaled Deployment leaves the count to its HPA (an apply would reset it)
+        assert deployment["spec"].get("replicas") == (None if name in autoscaled else 1), name
         assert pdbs[name]["spec"]["maxUnavailable"] == 1, name
         assert pdbs[name]["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
         assert services[name]["spec"]["selector"].items() <= labels.items(), name
-        ports = services[name]["spec"]["ports"]
-        assert [p["port"] for p in ports] == [METRICS_PORT], name
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        _, port = served_port(deployment, container)
+        assert [p["port"] for p in services[name]["spec"]["ports"]] == [port], name
+
+
+def deployment_of(docs: list[dict[str, Any]], service: str) -> dict[str, Any]:
+    (doc,) = [d for d, c in containers(docs) if d["kind"] == "Deployment"
+              and service_of(c) == service]
+    return doc
+
+
+def test_features_and_signals_autoscale_up_to_the_partition_count(
+        rendered: list[dict[str, Any]]) -> None:
+    """More consumers than partitions idle, so maxReplicas is MERIDIAN_PARTITIONS; the target is
+    a Deployment of this rendering, and CPU utilisation needs a CPU request to be defined."""
+    partitions = config.load(
+        config.CommonSettings,
+        environ=by_kind(rendered, "ConfigMap")["meridian-common"]["data"]).partitions
+    hpas = by_kind(rendered, "HorizontalPodAutoscaler")
+    deployments = by_kind(rendered, "Deployment")
+    targets = {}
+    for name, hpa in hpas.items():
+        assert hpa["apiVersion"] == "autoscaling/v2", name
+        ref = hpa["spec"]["scaleTargetRef"]
+        assert (ref["apiVersion"], ref["kind"]) == ("apps/v1", "Deployment"), name
+        assert ref["name"] in deployments, f"{name}: no Deployment {ref['name']}"
+        (container,) = deployments[ref["name"]]["spec"]["template"]["spec"]["containers"]
+        targets[service_of(container)] = hpa
+        assert hpa["spec"]["minReplicas"] == 1, name
+        assert hpa["spec"]["maxReplicas"] == partitions, name
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["type"] == "Resource", name
+        assert metric["resource"]["name"] == "cpu", name
+        assert 0 < metric["resource"]["target"]["averageUtilization"] <= 100, name
+        assert container["resources"]["requests"]["cpu"], name
+    assert set(targets) == set(SCALED)
+
+
+def test_rollout_strategies_keep_one_consumer(rendered: list[dict[str, Any]]) -> None:
+    """features and signals roll (a new pod joins, the rebalance rebuilds state, the old one
+    leaves only after the new one is Ready); the single consumers stop before they restart."""
+    for service in SCALED:
+        strategy = deployment_of(rendered, service)["spec"]["strategy"]
+        assert strategy["type"] == "RollingUpdate", service
+        assert strategy["rollingUpdate"]["maxUnavailable"] == 0, service
+        assert strategy["rollingUpdate"]["maxSurge"] >= 1, service
+    for service in SINGLE:
+        deployment = deployment_of(rendered, service)
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}, service
+        assert deployment["spec"]["replicas"] == 1, service
+    control = deployment_of(rendered, CONTROL)["spec"]["strategy"]
+    assert control["type"] == "RollingUpdate"
+    assert control["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_each_service_rolls_independently(rendered: list[dict[str, Any]]) -> None:
+    """One workload per service, each selecting only its own pods: changing one never restarts
+    or adopts another's."""
+    workloads = [d for d in rendered if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+    for doc in workloads:
+        if doc["kind"] == "Job":
+            continue
+        selector = doc["spec"]["selector"]["matchLabels"]
+        owners = [o["metadata"]["name"] for o in workloads
+                  if selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()]
+        assert owners == [doc["metadata"]["name"]], owners
 
 
 def test_job_mounts_the_data_where_ingest_reads_it() -> None:
@@ -459,14 +623,96 @@ def test_kubectl_kustomize_renders_the_same_objects(rendered: list[dict[str, Any
             "meridian"
 
 
+# --- offline schema validation --------------------------------------------------------------------
+
+def kubernetes_validate(docs: list[dict[str, Any]], tmp_path: Path,
+                        name: str) -> subprocess.CompletedProcess[str]:
+    """`kubernetes-validate --strict` (unknown fields fail, not only wrong types) of `docs`
+    against the OpenAPI schema of KUBERNETES_VERSION it ships: no cluster, no network."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return subprocess.run([str(VENV_BIN / "kubernetes-validate"), "--strict",
+                           "--kubernetes-version", KUBERNETES_VERSION, str(path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def assert_every_object_passes(docs: list[dict[str, Any]], tmp_path: Path, name: str) -> None:
+    """Zero failures, and a "passed" line for every object: a kind the tool does not know (or
+    skips) is not silently counted as valid."""
+    result = kubernetes_validate(docs, tmp_path, name)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "ERROR" not in out, out
+    assert "WARN" not in out, out
+    for doc in docs:
+        resource = f"{doc['kind'].lower()}/{doc['metadata']['name']}"
+        assert f"passed for resource {resource} " in out, f"{resource} not validated:\n{out}"
+
+
+def test_every_rendered_object_is_valid_kubernetes(rendered: list[dict[str, Any]],
+                                                    tmp_path: Path) -> None:
+    assert_every_object_passes(rendered, tmp_path, overlay_of(rendered))
+
+
+def test_secret_templates_are_valid_kubernetes(tmp_path: Path) -> None:
+    docs = [doc for path in SECRET_TEMPLATES for doc in load_docs(path)]
+    assert len(docs) == 2
+    assert_every_object_passes(docs, tmp_path, "secret-templates")
+
+
+def test_the_validator_refuses_an_invalid_object(tmp_path: Path) -> None:
+    """Guard for the check itself: a misspelt field and a wrong type in real manifests fail."""
+    docs = render(DEV)
+    deployment = by_kind(docs, "Deployment")["meridian-risk"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["livenessProbe"]["periodSecond"] = 20  # unknown field: only --strict sees it
+    result = kubernetes_validate([deployment], tmp_path, "unknown-field")
+    assert result.returncode != 0
+    assert "periodSecond" in result.stdout + result.stderr
+    hpa = by_kind(render(DEV), "HorizontalPodAutoscaler")["meridian-features"]
+    hpa["spec"]["maxReplicas"] = "three"
+    result = kubernetes_validate([hpa], tmp_path, "wrong-type")
+    assert result.returncode != 0
+    assert "maxReplicas" in result.stdout + result.stderr
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    """check-jsonschema with the compose specification it vendors (offline)."""
+    return subprocess.run([str(VENV_BIN / "check-jsonschema"), "--builtin-schema",
+                           "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
+    result = check_compose_schema(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # guard: the same file with a misspelt healthcheck key fails
+    broken = yaml.safe_load(COMPOSE.read_text())
+    broken["services"]["features"]["healthcheck"] = {"test": ["CMD", "true"], "intervall": "5s"}
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(broken))
+    result = check_compose_schema(path)
+    assert result.returncode != 0
+    assert "intervall" in result.stdout + result.stderr
+
+
 # --- docker compose -----------------------------------------------------------------------------
 
-_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?:(:?-)([^}]*)|(:?\?)([^}]*))?\}")
+_REQUIRED = re.compile(r"^\$\{(\w+):\?[^}]+\}$")
+# What the checks put in for a variable compose requires (${VAR:?...}): it has no default.
+REQUIRED_VALUES = {"CONTROL_TOKEN": TOKEN_PLACEHOLDER}
 
 
 def interpolate(value: object) -> str:
-    """Compose's ${VAR:-default} with nothing set in the environment."""
-    return _INTERPOLATION.sub(lambda m: m.group(2) or "", str(value))
+    """Compose's ${VAR:-default} with nothing set in the environment; ${VAR:?error} (no
+    default: compose refuses to run without it) takes the value the checks set for VAR."""
+    def one(m: re.Match[str]) -> str:
+        if m.group(4):
+            return REQUIRED_VALUES[m.group(1)]
+        return m.group(3) or ""
+
+    return _INTERPOLATION.sub(one, str(value))
 
 
 @pytest.fixture(scope="module")
@@ -491,9 +737,23 @@ def compose_env(svc: dict[str, Any]) -> dict[str, str]:
     return {k: interpolate(v) for k, v in env.items()}
 
 
+def compose_port(svc: dict[str, Any]) -> int:
+    """Where a Meridian container serves /metrics: 9100, or the control plane's API port."""
+    env = compose_env(svc)
+    if compose_service(svc) == CONTROL:
+        return int(config.load(ControlSettings, environ=env).port)
+    return int(env["MERIDIAN_METRICS_PORT"])
+
+
+def long_running(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items()
+            if svc.get("restart", "no") != "no"}
+
+
 def test_compose_has_one_container_per_service(compose: dict[str, Any]) -> None:
-    assert set(meridian_services(compose)) == set(SERVICES) | {"ingest-live"}
-    assert {compose_service(s) for s in meridian_services(compose).values()} == set(SERVICES)
+    assert set(meridian_services(compose)) == {*SERVICES, "ingest-live", CONTROL}
+    assert {compose_service(s) for s in meridian_services(compose).values()} == \
+        {*SERVICES, CONTROL}
     assert {"kafka", "timescaledb", "prometheus", "grafana"} <= set(compose["services"])
 
 
@@ -506,24 +766,114 @@ def test_compose_commands_run_existing_modules(compose: dict[str, Any]) -> None:
 def test_compose_env_is_known_to_each_service_and_valid(compose: dict[str, Any]) -> None:
     for name, svc in meridian_services(compose).items():
         env = compose_env(svc)
-        assert env["MERIDIAN_METRICS_PORT"] == str(METRICS_PORT), name
+        if compose_service(svc) != CONTROL:
+            assert env["MERIDIAN_METRICS_PORT"] == str(METRICS_PORT), name
         assert env["MERIDIAN_KAFKA_BOOTSTRAP"].split(":")[0] == "kafka", name
         check_env(compose_service(svc), env, f"compose {name}")
     assert "MERIDIAN_DATABASE_URL" in compose_env(compose["services"]["ledger"])
     assert "MERIDIAN_DATABASE_URL" in compose_env(compose["services"]["ingest-live"])
 
 
-def test_compose_start_order_and_healthchecks(compose: dict[str, Any]) -> None:
+def test_compose_control_plane_has_no_default_token(compose: dict[str, Any]) -> None:
+    """The token is required from the environment (${CONTROL_TOKEN:?...}), never written here;
+    the API listens on every interface of its container, on the port compose publishes."""
+    control = compose["services"][CONTROL]
+    raw = control["environment"]["MERIDIAN_CONTROL_TOKEN"]
+    match = _REQUIRED.match(raw)
+    assert match is not None, f"MERIDIAN_CONTROL_TOKEN must be ${{VAR:?message}}, not {raw!r}"
+    assert match.group(1) == "CONTROL_TOKEN"
+    for name, svc in compose["services"].items():
+        for var, value in (svc.get("environment") or {}).items():
+            if re.search(r"TOKEN|SECRET|API_KEY", var):
+                assert _REQUIRED.match(str(value)), f"{name}: {var} has a value or a default"
+    settings = config.load(ControlSettings, environ=compose_env(control))
+    assert settings.token.get_secret_value() == TOKEN_PLACEHOLDER
+    assert settings.host == "0.0.0.0"  # reachable through the published port
+    published = [str(p).rsplit(":", 1)[-1] for p in control["ports"]]
+    assert published == [str(settings.port)]
+
+
+def test_compose_long_running_services_have_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for infra in ("kafka", "timescaledb"):
-        assert services[infra]["healthcheck"]["test"], infra
+    assert set(long_running(compose)) == \
+        {"kafka", "timescaledb", "prometheus", "grafana", *CONSUMERS, "ingest-live", CONTROL}
+    for name, svc in {**long_running(compose), **meridian_services(compose)}.items():
+        assert svc["healthcheck"]["test"], name
+    for name, svc in meridian_services(compose).items():
+        test = svc["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "python", "-c"], name  # the image has no curl or wget
+        path = "/health" if compose_service(svc) == CONTROL else "/readyz"
+        assert f"http://127.0.0.1:{compose_port(svc)}{path}'" in test[3], name
+    assert "http://127.0.0.1:9090/-/healthy" in services["prometheus"]["healthcheck"]["test"]
+    assert "http://127.0.0.1:3000/api/health" in services["grafana"]["healthcheck"]["test"]
+
+
+class _Health(BaseHTTPRequestHandler):
+    """Answers every GET with the status in the server's `status` attribute."""
+
+    def do_GET(self) -> None:
+        self.send_response(self.server.status)  # type: ignore[attr-defined]
+        self.end_headers()
+        self.wfile.write(b'{"status": "stalled"}')
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def run_healthcheck(test: list[str], compose_port: int, port: int) -> int:
+    """The healthcheck's python command, pointed at `port` instead of the container's."""
+    code = test[3].replace(f"127.0.0.1:{compose_port}/", f"127.0.0.1:{port}/")
+    assert code != test[3]
+    return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          timeout=30, check=False).returncode
+
+
+def test_compose_python_healthchecks_fail_on_503_and_on_no_answer(
+        compose: dict[str, Any]) -> None:
+    """What the healthcheck command really does: exit 0 on a 200, non-zero on a 503 (a stalled
+    loop) or when nothing listens."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        for name in ("features", CONTROL):
+            svc = compose["services"][name]
+            test = svc["healthcheck"]["test"]
+            server.status = 200  # type: ignore[attr-defined]
+            assert run_healthcheck(test, compose_port(svc), port) == 0, name
+            server.status = 503  # type: ignore[attr-defined]
+            assert run_healthcheck(test, compose_port(svc), port) != 0, name
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run_healthcheck(compose["services"]["features"]["healthcheck"]["test"],
+                           METRICS_PORT, port) != 0  # closed: nothing listens
+
+
+def test_compose_start_order(compose: dict[str, Any]) -> None:
+    """depends_on always names a condition; a dependency with a healthcheck is waited for until
+    healthy (the control plane only needs the database started: the kill switch must work while
+    PostgreSQL is down); ingest starts once every consumer is healthy."""
+    services = compose["services"]
+    for name, svc in services.items():
+        depends = svc.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on without conditions"
+        for dep, how in depends.items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            expected = "service_healthy" if "healthcheck" in services[dep] else "service_started"
+            if (name, dep) == (CONTROL, "timescaledb"):
+                expected = "service_started"
+            assert how["condition"] == expected, f"{name} -> {dep}"
     for name, svc in meridian_services(compose).items():
         assert svc["depends_on"]["kafka"]["condition"] == "service_healthy", name
-        if "MERIDIAN_DATABASE_URL" in compose_env(svc):
+        if "MERIDIAN_DATABASE_URL" in compose_env(svc) and name != CONTROL:
             assert svc["depends_on"]["timescaledb"]["condition"] == "service_healthy", name
+    for ingest in ("ingest", "ingest-live"):
+        assert set(CONSUMERS) <= set(services[ingest]["depends_on"]), ingest
+    assert services["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
     assert services["ingest"]["restart"] == "no"
-    assert all(services[n]["restart"] != "no" for n in (*CONSUMERS, "ingest-live"))
-    assert services["ingest-live"]["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+    assert all(services[n]["restart"] != "no" for n in (*CONSUMERS, "ingest-live", CONTROL))
 
 
 def test_compose_live_ingest_is_opt_in_and_off_the_replay_topics(compose: dict[str, Any]) -> None:
@@ -560,11 +910,29 @@ def test_compose_bind_mounts_in_the_repository_exist(compose: dict[str, Any]) ->
 
 def test_prometheus_scrapes_every_compose_service(compose: dict[str, Any]) -> None:
     prom = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    targets = {t for job in prom["scrape_configs"] for group in job["static_configs"]
-               for t in group["targets"]}
-    assert {f"{name}:{METRICS_PORT}" for name in meridian_services(compose)} <= targets
-    mount = next(v for v in compose["services"]["prometheus"]["volumes"] if "prometheus.yml" in v)
-    assert mount.startswith("./deploy/prometheus/prometheus.yml:")
+    targets = {t: group.get("labels", {}) for job in prom["scrape_configs"]
+               for group in job["static_configs"] for t in group["targets"]}
+    for name, svc in meridian_services(compose).items():
+        target = f"{name}:{compose_port(svc)}"
+        assert target in targets, target
+        assert targets[target]["service"] == compose_service(svc), target
+
+
+def test_prometheus_loads_its_config_and_rules_from_the_mounted_directory(
+        compose: dict[str, Any]) -> None:
+    """deploy/prometheus is mounted whole and --config.file points into it, so rule_files
+    (relative to the config file) find the alert rules shipped next to it."""
+    prometheus = compose["services"]["prometheus"]
+    mounts = {v.split(":")[0]: v.split(":")[1:] for v in prometheus["volumes"]}
+    directory, mode = mounts["./deploy/prometheus"]
+    assert mode == "ro"
+    assert f"--config.file={directory}/prometheus.yml" in prometheus["command"]
+    assert "--storage.tsdb.path=/prometheus" in prometheus["command"]
+    assert mounts["prometheus-data"] == ["/prometheus"]
+    prom = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    for pattern in prom.get("rule_files", []):
+        assert not pattern.startswith("/"), pattern
+        assert list((REPO / "deploy" / "prometheus").glob(pattern)), f"{pattern}: no file"
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ POSTS: list[tuple[str, dict[str, Any]]] = [
 ]
 TEMPLATES = {"/v1/models/meta-trend/promote": "/v1/models/{name}/promote",
              "/v1/configs/trend/promote": "/v1/configs/{strategy}/promote"}
-OPEN = {"/", "/health", "/static/{name}", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-        "/redoc"}
+OPEN = {"/", "/health", "/metrics", "/static/{name}", "/openapi.json", "/docs",
+        "/docs/oauth2-redirect", "/redoc"}
 
 
 def _auth(token: str) -> dict[str, str]:

@@ -4,6 +4,7 @@ ledger's and the risk gate's tables, promotions, a live portfolio stream and a p
 Routes (auth: R = the read or the write token, W = the write token only; see `auth`):
     GET  /                                  the page (no token: it asks for one)    `page`
     GET  /health                            liveness, no token
+    GET  /metrics                           Prometheus text format, no token        `telemetry`
     GET  /v1/kill-switch               R    the kill switch, the breaker level      `killswitch`
     POST /v1/kill-switch               W    engage or clear it -> 202
     GET  /v1/positions                 R    from PostgreSQL (`store`)               `reads`
@@ -35,7 +36,7 @@ from pydantic import BaseModel
 from meridian_common import config
 from meridian_common.bus.base import Bus
 from meridian_common.clock import Clock, WallClock
-from meridian_control import killswitch, page, promotion, reads, status, ws
+from meridian_control import killswitch, page, promotion, reads, status, telemetry, ws
 from meridian_control.auth import Tokens
 from meridian_control.context import Context
 from meridian_control.schemas import PortfolioMessage
@@ -107,6 +108,7 @@ def create_app(settings: ControlSettings, common: config.CommonSettings, bus: Bu
     promotion.install(app, ctx)
     ws.install(app, ctx)
     page.install(app)
+    telemetry.install(app, ctx.metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import HTTPException, status
@@ -21,6 +21,7 @@ from meridian_common.bus.base import Bus
 from meridian_common.clock import Clock
 from meridian_control.settings import ControlSettings
 from meridian_control.store import DatabaseUnavailable, Store
+from meridian_control.telemetry import ControlMetrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +54,8 @@ class Context:
     bootstrap: str  # for messages: the Kafka bootstrap, or "the in-process bus"
     clock: Clock
     store: Store | None  # None: MERIDIAN_DATABASE_URL is not set
+    # the app's own series (GET /metrics); routes count their domain events here
+    metrics: ControlMetrics = field(default_factory=ControlMetrics)
 
     @property
     def control_topic(self) -> str:

@@ -139,6 +139,7 @@ def install(app: FastAPI, ctx: Context) -> None:
             control.publish_command(ctx.bus, ctx.prefix, control.KILL_SWITCH_KEY, command),
             on_timeout="; the command may or may not have been published: check "
                        "GET /v1/kill-switch")
+        ctx.metrics.kill_switch_command(change.engaged)
         log.warning("kill switch %s", "ENGAGED" if change.engaged else "cleared",
                     extra={"reason": change.reason, "actor": actor, "id": command.meta.id,
                            "topic": ctx.control_topic})
