@@ -2,7 +2,9 @@
 # Install what a fresh Debian machine lacks to run Meridian's integration tests with
 # scripts/localinfra.py: PostgreSQL server binaries, Java 17 and Maven (the Kafka broker
 # runs from jars that Maven fetches from Maven Central into ~/.cache/meridian once), plus
-# Chromium and chromedriver for the control plane's page test (headless, over WebDriver).
+# Chromium and chromedriver for the control plane's page test (headless, over WebDriver), and
+# Prometheus with promtool (Debian's `prometheus` package) for the dashboard and alert-rule
+# tests: tests/integration/test_dashboards.py and test_prometheus_real.py.
 #
 # Usage (as root, e.g. at the start of .ci/run):  bash scripts/ci-prereqs.sh
 #
@@ -33,12 +35,19 @@ have_chromium() {
   command -v chromium >/dev/null || [[ -x /usr/lib/chromium/chromium ]]
 }
 
+# The server and promtool come together in Debian's package (the Recommends, node-exporter,
+# are not installed). The tests run the server themselves; its systemd unit is not needed.
+have_prometheus() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null
+}
+
 packages=()
 have_initdb || packages+=(postgresql)
 (( $(java_major) >= 17 )) || packages+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || packages+=(maven)
 have_chromium || packages+=(chromium)
 command -v chromedriver >/dev/null || packages+=(chromium-driver)
+have_prometheus || packages+=(prometheus)
 
 if (( ${#packages[@]} > 0 )); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -63,4 +72,8 @@ have_chromium \
   || die "Chromium is required for the control plane's page test (headless): install chromium"
 command -v chromedriver >/dev/null \
   || die "chromedriver is required to drive Chromium in that test: install chromium-driver"
+have_prometheus \
+  || die "prometheus and promtool are required by the dashboard and alert-rule tests: install prometheus"
+promtool --version >/dev/null 2>&1 \
+  || die "promtool is installed but does not run: reinstall prometheus"
 exit 0

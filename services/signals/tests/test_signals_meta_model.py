@@ -439,3 +439,28 @@ def test_exit_prices_stay_off_the_entry_when_the_close_has_few_decimals() -> Non
     stop, target = exit_prices(LONG, "0.4", math.nan, Barriers(take_profit=0.03,
                                                                 stop_loss=0.015))
     assert (stop, target) == ("0.3940", "0.4120")
+
+
+async def test_served_versions_labels_start_at_zero_and_a_replay_counts_nothing(
+        root: Path, models: Models, feats: list[features_pb2.Features]) -> None:
+    """While the host replays inputs to rebuild state (`replaying`), the model still decides
+    (the rebuilt positions need it) but no signal, filtered entry or confidence is counted; the
+    served version's directions exist at 0 from the start."""
+    h = make(root, model_version=models.a.version)
+    registry = CollectorRegistry()
+    h.bind_metrics(registry)
+    await h.start()
+    zero = {d: 0.0 for d in ("long", "short", "flat")}
+
+    def counted() -> dict[str, float | None]:
+        return {d: registry.get_sample_value("meridian_signals_total", {
+            "direction": d, "model_version": models.a.version}) for d in zero}
+
+    assert counted() == zero
+    h.replaying = True
+    items = feed(h, feats)
+    assert signals(items)  # decided as usual
+    assert counted() == zero
+    assert registry.get_sample_value("meridian_meta_filtered_total") == 0
+    assert registry.get_sample_value("meridian_signal_confidence_count") == 0
+    assert (h.emitted, h.filtered) == (0, 0)

@@ -47,6 +47,11 @@ class CommonSettings(BaseSettings):
     consumer_batch: int = Field(
         500, ge=1, le=100_000, description="Max records handled per poll before a durable commit."
     )
+    health_stall_s: float = Field(
+        60.0, gt=0, le=86_400,
+        description="/healthz answers 503 (stalled) when the service's loop has not polled for "
+                    "this many seconds (a state rebuild counts as progress).",
+    )
 
 
 def _env_name(prefix: str, loc: tuple[Any, ...]) -> str:

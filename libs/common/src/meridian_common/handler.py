@@ -13,11 +13,20 @@ continues the trace of the record being handled. A handler that emits on behalf 
 input (it held a candle for a join, an order waits for its candle) keeps that input's
 `Inbound.trace_context` with it and emits inside `tracing.caused_by(context)`, or passes
 `cause=context` to `emit`, so the output joins the trace of what caused it.
+
+While the host rebuilds the state from the inputs (`rebuild_from_inputs`: at start and after a
+rebalance) or restores it (`restore_from`), `replaying` is True: the outputs are discarded and
+the events were counted when they first happened, so a handler counts no domain metric then.
+
+Several replicas of a `rebuild_from_inputs` handler may share one consumer group: when the
+group moves partitions to this replica, its state of those keys is older than their committed
+offsets, so the host calls `reset_state()` and rebuilds every partition up to the committed
+offsets before handling the records of the new assignment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -119,6 +128,9 @@ class Handler:
     # Seconds between calls of `act` when no record arrives (None: only after batches). A
     # handler whose outputs also come from outside the bus (an exchange's fills) needs the tick.
     tick_s: ClassVar[float | None] = None
+    # True only while the host replays inputs into the state (`_rebuild`) or restores it
+    # (`_restore`); its outputs then go nowhere and domain metrics must not count them again.
+    replaying: bool = False
 
     def bind_metrics(self, registry: prometheus_client.CollectorRegistry) -> None:
         """Register the handler's own metrics in the registry the host exposes (called once,
@@ -145,6 +157,20 @@ class Handler:
 
     async def flush(self) -> None:
         """Make the effects of the handled messages durable."""
+
+    def reset_state(self) -> None:
+        """Put the state derived from the inputs back to what `__init__` makes, before the host
+        rebuilds it after a rebalance (the replay starts from offset 0 of every partition).
+        A `rebuild_from_inputs` handler must implement it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} ({self.name}) is rebuild_from_inputs but does not implement "
+            "reset_state(): its state cannot be rebuilt after a rebalance")
+
+    def health_checks(self) -> Mapping[str, Callable[[], Awaitable[None]]]:
+        """Dependency checks for `/readyz`, by name: each raises when the dependency is not
+        usable (e.g. `meridian_common.health.engine_check(engine)`). Called once the handler
+        has started; run with a timeout on the service's loop."""
+        return {}
 
     def retained(self) -> Mapping[tuple[str, int], int]:
         """Lowest offset still held back, per physical (topic, partition)."""

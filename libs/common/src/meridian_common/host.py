@@ -11,14 +11,28 @@ the trace context in its headers, and every output carries the context it was em
 (`meridian_common.propagation`). The tracer is read once, when `run` starts. Rebuilding state
 starts no span (its outputs are discarded) but keeps each record's incoming context, so a held
 order still fills in its own trace after a restart.
+
+Replicas: several hosts of one handler may share a consumer group (a Kubernetes HPA). The
+consumer reports each new assignment before the records polled under it are handled; a
+`rebuild_from_inputs` handler whose state is then not exactly at the committed offsets of its
+partitions (it gained partitions another replica advanced, or it holds records back) is reset
+(`Handler.reset_state`) and rebuilt again from every partition up to the committed offsets. A
+replica giving partitions up first commits the batch it has in hand (`KafkaConsumer`), so the
+new owner starts where it stopped.
+
+Observability (docs/observability.md): per-record handler time, handler exceptions per stage
+(counted, then re-raised: the service stops), consumer lag per assigned partition every
+`LAG_INTERVAL_S`, rebalances, and the state behind /healthz and /readyz (`self.health`: loop
+progress, the phase, the dependency checks of `Handler.health_checks`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 
 from opentelemetry.context import Context
 
@@ -26,11 +40,14 @@ from meridian_common import codec, propagation, topics, tracing
 from meridian_common.bus.base import Bus, Consumer, Producer, Record, TopicConfig
 from meridian_common.clock import EventClock
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Item, Outbox
+from meridian_common.health import Health
 from meridian_common.metrics import NullSensor, Sensor
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 0.5
+LAG_INTERVAL_S = 5.0  # consumer lag is read at most this often (not per record)
+READY_INTERVAL_S = 10.0  # the readiness checks run this often for `meridian_ready`
 REBUILD_CHUNK = 10_000  # records read per request while rebuilding state
 
 
@@ -86,7 +103,8 @@ def _count(sensor: Sensor, counts: dict[str, int]) -> None:
 
 class ServiceHost:
     def __init__(self, handler: Handler, bus: Bus, *, prefix: str = "", batch: int = 500,
-                 sensor: Sensor | None = None, group: str | None = None) -> None:
+                 sensor: Sensor | None = None, group: str | None = None,
+                 health: Health | None = None) -> None:
         self.handler = handler
         self.bus = bus
         self.prefix = prefix
@@ -98,11 +116,23 @@ class ServiceHost:
         # of the event-time lag metric live.
         self.clock = EventClock()
         self.dead_letters = 0
+        self.rebalances = 0  # assignment changes after the first
+        self.rebuilds = 0  # state rebuilds from the inputs (start included)
         self._logical = {prefix + t: t for t in handler.inputs}
         # Set once subscribed and the handler's state is loaded.
         self.ready = asyncio.Event()
-        # committed offsets found at start, per physical (topic, partition)
+        self.health = health or Health(handler.name)
+        if self.health.on_ready is None:
+            self.health.on_ready = self.sensor.ready
+        # committed offsets found by the last rebuild, per physical (topic, partition)
         self._floor: dict[tuple[str, int], int] = {}
+        # next offset the handler's state reflects, per physical (topic, partition): a
+        # rebuild handler whose state is not exactly at the committed offsets is stale
+        self._at: dict[tuple[str, int], int] = {}
+        self._consumed: dict[tuple[str, int], int] = {}  # next offset, handled since the rebuild
+        self._committed: dict[tuple[str, int], int] = {}
+        self._assigned: frozenset[tuple[str, int]] | None = None
+        self._lag_due = 0.0
         self._tracer = tracing.tracer()  # read again when run starts
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,53 +140,129 @@ class ServiceHost:
         consumer = self.bus.consumer(self.group, [self.prefix + t for t in handler.inputs])
         producer = self.bus.producer()
         self._tracer = tracing.tracer()
+        self.sensor.subscribed(handler.inputs)
+        self.health.attach(asyncio.get_running_loop())
         out = Outbox(handler.name, traced=self._tracer is not None)
-        consumed: dict[tuple[str, int], int] = {}
-        committed: dict[tuple[str, int], int] = {}
         await handler.start()
-        if handler.rebuild_from_inputs:
-            await self._rebuild(consumer)
-        if handler.restore_from:
-            await self._restore()
-        self.ready.set()
-        log.info("service started", extra={"group": self.group, "inputs": list(handler.inputs)})
+        watcher: asyncio.Task[None] | None = None
         try:
-            last_act = time.monotonic()
-            while not stop.is_set():
-                records = await consumer.poll(self._poll_timeout(last_act), self.batch)
-                if not records:
-                    if handler.tick_s is not None and \
-                            time.monotonic() - last_act >= handler.tick_s:
-                        await handler.act(out)
-                        last_act = time.monotonic()
-                        await self._publish(producer, out)
-                        await producer.flush()
-                    continue
-                started = time.perf_counter()
-                dead = self._handle_batch(records, out, consumed)
-                await handler.act(out)
-                last_act = time.monotonic()
-                await handler.flush()
-                await self._publish(producer, out)
-                for record, reason in dead:
-                    await self._dead_letter(producer, record, reason)
-                await producer.flush()
-                offsets = dict(consumed)
-                for tp, low in handler.retained().items():
-                    # never behind the offset committed before this start: a record below it
-                    # that the rebuild left waiting was handled (and published) before the
-                    # restart, so holding the commit back for it would only grow the replay
-                    low = max(low, self._floor.get(tp, 0))
-                    if tp in offsets and low < offsets[tp]:
-                        offsets[tp] = low
-                changed = {tp: o for tp, o in offsets.items() if committed.get(tp) != o}
-                await consumer.commit(changed)
-                committed.update(changed)
-                self.sensor.batch_seconds(time.perf_counter() - started)
+            await consumer.start()
+            if handler.rebuild_from_inputs:
+                await self._rebuild(consumer)
+            if handler.restore_from:
+                await self._restore()
+            self.health.checks = {**self.health.checks, **handler.health_checks()}
+            self.ready.set()
+            self.health.set_phase("running")
+            watcher = asyncio.create_task(self._watch_readiness())
+            log.info("service started",
+                     extra={"group": self.group, "inputs": list(handler.inputs)})
+            await self._loop(stop, consumer, producer, out)
         finally:
+            self.health.set_phase("stopped")
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             await producer.stop()
             await consumer.stop()
             await handler.stop()
+
+    async def _loop(self, stop: asyncio.Event, consumer: Consumer, producer: Producer,
+                    out: Outbox) -> None:
+        handler = self.handler
+        last_act = time.monotonic()
+        while not stop.is_set():
+            records = await consumer.poll(self._poll_timeout(last_act), self.batch)
+            self.health.beat()
+            assignment = consumer.take_assignment()
+            if assignment is not None:  # before any record of the new assignment is handled
+                await self._on_assignment(consumer, assignment)
+            if time.monotonic() >= self._lag_due:
+                await self._report_lag(consumer)
+            if not records:
+                if handler.tick_s is not None and time.monotonic() - last_act >= handler.tick_s:
+                    await self._stage("act", handler.act(out))
+                    last_act = time.monotonic()
+                    await self._publish(producer, out)
+                    await producer.flush()
+                continue
+            started = time.perf_counter()
+            dead = self._handle_batch(records, out)
+            await self._stage("act", handler.act(out))
+            last_act = time.monotonic()
+            await self._stage("flush", handler.flush())
+            await self._publish(producer, out)
+            for record, reason in dead:
+                await self._dead_letter(producer, record, reason)
+            await producer.flush()
+            await self._commit(consumer)
+            self.sensor.batch_seconds(time.perf_counter() - started)
+
+    async def _stage(self, stage: str, step: Awaitable[None]) -> None:
+        """Await a handler step; an exception escaping it is counted, then stops the service."""
+        try:
+            await step
+        except Exception:
+            self.sensor.handler_error(stage)
+            raise
+
+    async def _commit(self, consumer: Consumer) -> None:
+        offsets = dict(self._consumed)
+        for tp, low in self.handler.retained().items():
+            # never behind the offset committed when the state was last rebuilt: a record below
+            # it that the rebuild left waiting was handled (and published) before, so holding
+            # the commit back for it would only grow the replay
+            low = max(low, self._floor.get(tp, 0))
+            if tp in offsets and low < offsets[tp]:
+                offsets[tp] = low
+        changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+        await consumer.commit(changed)
+        self._committed.update(changed)
+
+    async def _on_assignment(self, consumer: Consumer,
+                             assignment: frozenset[tuple[str, int]]) -> None:
+        """The group gave this member a new set of partitions; positions restart from the
+        committed offsets. A rebuild handler's state must then be exactly at those offsets:
+        if it is not (partitions handled elsewhere since, or records of its own held back),
+        reset it and rebuild it before handling anything more."""
+        previous = self._assigned
+        self._assigned = assignment
+        self._consumed = {tp: o for tp, o in self._consumed.items() if tp in assignment}
+        self._committed = {}  # what to commit is re-derived under the new generation
+        self._lag_due = 0.0  # report the new partitions' lag (and drop the old) at once
+        if previous is not None:
+            self.rebalances += 1
+            self.sensor.rebalanced()
+        log.info("partitions assigned", extra={
+            "partitions": sorted(f"{t}:{p}" for t, p in assignment),
+            "gained": len(assignment - (previous or frozenset())),
+            "lost": len((previous or frozenset()) - assignment)})
+        if not self.handler.rebuild_from_inputs or not await self._stale(consumer, assignment):
+            return
+        self.handler.reset_state()
+        self.health.set_phase("rebuilding", "rebuilding the state after a rebalance")
+        await self._rebuild(consumer)
+        self._consumed = {}
+        self.health.set_phase("running")
+
+    async def _stale(self, consumer: Consumer, assignment: frozenset[tuple[str, int]]) -> bool:
+        for topic, partition in sorted(assignment):
+            if await consumer.committed(topic, partition) != self._at.get((topic, partition), 0):
+                return True
+        return False
+
+    async def _report_lag(self, consumer: Consumer) -> None:
+        self._lag_due = time.monotonic() + LAG_INTERVAL_S
+        lags = await consumer.lag()
+        self.sensor.lag({(self._logical[t], p): n for (t, p), n in lags.items()
+                         if t in self._logical})
+
+    async def _watch_readiness(self) -> None:
+        """Keep `meridian_ready` current between probes (the checks report to the sensor)."""
+        while True:
+            await self.health.evaluate()
+            await asyncio.sleep(READY_INTERVAL_S)
 
     async def _publish(self, producer: Producer, out: Outbox) -> None:
         items, causes = out.drain_traced()
@@ -179,20 +285,33 @@ class ServiceHost:
         started = time.perf_counter()
         replayed = 0
         scratch = Outbox(self.handler.name)
-        for logical in self.handler.inputs:
-            physical = self.prefix + logical
-            for partition, _ in enumerate(await self.bus.topic_ends(physical)):
-                upto = await consumer.committed(physical, partition)
-                self._floor[(physical, partition)] = upto
-                async for records in self._chunks(physical, partition, upto):
-                    for record in records:
-                        # a record that fails was dead-lettered when it was first consumed
-                        self._handle_in(logical, record, scratch, propagation.Remote(record)
-                                        if self._tracer is not None else None)
-                    scratch.drain()
-                    replayed += len(records)
+        self.handler.replaying = True
+        try:
+            for logical in self.handler.inputs:
+                physical = self.prefix + logical
+                for partition, _ in enumerate(await self.bus.topic_ends(physical)):
+                    upto = await consumer.committed(physical, partition)
+                    self._floor[(physical, partition)] = upto
+                    self._at[(physical, partition)] = upto
+                    replayed += await self._replay(logical, physical, partition, upto, scratch)
+        finally:
+            self.handler.replaying = False
+        self.rebuilds += 1
         log.info("state rebuilt from inputs", extra={
             "records": replayed, "seconds": round(time.perf_counter() - started, 3)})
+
+    async def _replay(self, logical: str, physical: str, partition: int, upto: int,
+                      scratch: Outbox) -> int:
+        replayed = 0
+        async for records in self._chunks(physical, partition, upto):
+            for record in records:
+                # a record that fails was dead-lettered when it was first consumed
+                self._handle_in(logical, record, scratch, propagation.Remote(record)
+                                if self._tracer is not None else None)
+            scratch.drain()
+            replayed += len(records)
+            self.health.beat()  # rebuilding is progress: a long rebuild is not a stall
+        return replayed
 
     async def _chunks(self, physical: str, partition: int,
                       end: int) -> AsyncIterator[list[Record]]:
@@ -208,6 +327,16 @@ class ServiceHost:
 
     async def _restore(self) -> None:
         """Read each `restore_from` topic from its start to its current end into the handler."""
+        self.handler.replaying = True
+        try:
+            restored = await self._restore_topics()
+            self.handler.restored()
+        finally:
+            self.handler.replaying = False
+        log.info("state restored", extra={"topics": list(self.handler.restore_from),
+                                           "records": restored})
+
+    async def _restore_topics(self) -> int:
         restored = 0
         for logical in self.handler.restore_from:
             physical = self.prefix + logical
@@ -224,9 +353,8 @@ class ServiceHost:
                                                      (record.topic, record.partition,
                                                       record.offset)))
                     restored += len(records)
-        self.handler.restored()
-        log.info("state restored", extra={"topics": list(self.handler.restore_from),
-                                           "records": restored})
+                    self.health.beat()
+        return restored
 
     def _handle_one(self, logical: str, record: Record, out: Outbox) -> str | None:
         """Decode one record and hand it to the handler (inside its consumer span when
@@ -253,19 +381,27 @@ class ServiceHost:
             if scope is not None:
                 scope.reject(str(exc))
             return str(exc)
+        except Exception:
+            self.sensor.handler_error("handle")
+            raise
         return None
 
-    def _handle_batch(self, records: list[Record], out: Outbox,
-                      consumed: dict[tuple[str, int], int]) -> list[tuple[Record, str]]:
+    def _handle_batch(self, records: list[Record], out: Outbox) -> list[tuple[Record, str]]:
         dead: list[tuple[Record, str]] = []
         counts: dict[str, int] = {}
+        consumed = self._consumed
+        observe = self.sensor.handle_seconds
+        clock = time.perf_counter
         for record in records:
             topic = self._logical[record.topic]
             counts[topic] = counts.get(topic, 0) + 1
             consumed[(record.topic, record.partition)] = record.offset + 1
+            started = clock()
             reason = self._handle_one(topic, record, out)
+            observe(topic, clock() - started)
             if reason is not None:
                 dead.append((record, reason))
+        self._at.update(consumed)
         for topic, n in counts.items():
             self.sensor.consumed(topic, n)
         self.sensor.event_time(self.clock.now_ms())

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from opentelemetry.context import Context
+from prometheus_client import CollectorRegistry
 
 from meridian.v1 import candle_pb2, common_pb2, fill_pb2, order_approved_pb2
 from meridian_common import ids, orders, protection, topics, tracing, triggers
@@ -48,6 +49,7 @@ from meridian_common.fills import PaperFillModel, SimulatedFill
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.money import ZERO, dec, to_str
 from meridian_common.orders import Order
+from meridian_execution.metrics import ExecutionMetrics
 from meridian_execution.settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ class ExecutionHandler(Handler):
     # their stops) is a function of the two inputs per key: rebuilt on start up to the
     # committed offsets, so an order consumed (and committed) before a crash still fills.
     rebuild_from_inputs = True
+    metrics: ExecutionMetrics | None = None  # bound by the host (`bind_metrics`)
 
     def __init__(self, settings: ExecutionSettings) -> None:
         self.settings = settings
@@ -109,13 +112,38 @@ class ExecutionHandler(Handler):
         self.books: dict[str, _Book] = {}
         self.fills = 0
 
+    def reset_state(self) -> None:
+        """Drop every book (orders, candles, positions, stops) and the fill count, as
+        `__init__` leaves them: the host rebuilds them from offset 0 after a rebalance."""
+        self.books = {}
+        self.fills = 0
+
     def _book(self, key: str) -> _Book:
         book = self.books.get(key)
         if book is None:
             book = self.books[key] = _Book()
         return book
 
+    def bind_metrics(self, registry: CollectorRegistry) -> None:
+        self.metrics = ExecutionMetrics(registry)
+        self._observe(out=None, since=0)
+
+    def _observe(self, out: Outbox | None, since: int) -> None:
+        """Count what this record made the executor emit (outputs from `since` on; nothing while
+        the host replays the inputs to rebuild the state); the open orders from the state."""
+        if self.metrics is None:
+            return
+        if out is not None and not getattr(self, "replaying", False):
+            self.metrics.published(out.items[since:])
+        self.metrics.open_orders.set(sum(len(b.pending) + len(b.resting)
+                                         for b in self.books.values()))
+
     def handle(self, msg: Inbound, out: Outbox) -> None:
+        since = len(out.items)
+        self._handle(msg, out)
+        self._observe(out, since)
+
+    def _handle(self, msg: Inbound, out: Outbox) -> None:
         book = self._book(msg.key)
         if msg.is_watermark:
             if msg.topic == topics.ORDER_APPROVED:  # candles are dense: no watermarks needed

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
+from prometheus_client import CollectorRegistry
 
 from meridian.v1 import candle_pb2, common_pb2, features_pb2, funding_pb2
 from meridian_common import topics
@@ -36,6 +37,7 @@ from meridian_common.features import FeatureSet, FeatureState
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox, Position
 from meridian_common.marketdata import timeframe_ms
 from meridian_features.context import FundingHistory, ReferenceReturns
+from meridian_features.metrics import FeaturesMetrics
 from meridian_features.settings import FeaturesSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class FeaturesHandler(Handler):
 
     def __init__(self, settings: FeaturesSettings) -> None:
         self.settings = settings
+        self.metrics: FeaturesMetrics | None = None  # bound by the host (bind_metrics)
         self.spec: FeatureSet = settings.spec
         self.cross_symbol: str = self.spec.params["cross_symbol"]
         self.context_free = [i for i, c in enumerate(self.spec.columns)
@@ -76,6 +79,14 @@ class FeaturesHandler(Handler):
         self.symbols: dict[str, _Symbol] = {}
         self.references: dict[str, ReferenceReturns] = {}  # by exchange
         self.funding: dict[str, FundingHistory] = {}  # by key
+        self.skipped = 0
+
+    def reset_state(self) -> None:
+        """Forget every symbol, reference and funding history (as `__init__` leaves them): the
+        host rebuilds them from offset 0 after a rebalance."""
+        self.symbols = {}
+        self.references = {}
+        self.funding = {}
         self.skipped = 0
 
     # -- inputs -----------------------------------------------------------------------------
@@ -97,6 +108,8 @@ class FeaturesHandler(Handler):
         sym = self.symbols.get(msg.key)
         if sym is None:
             sym = self.symbols[msg.key] = _Symbol(FeatureState(self.spec, step))
+            if self.metrics:
+                self.metrics.known(candle.symbol)
         if candle.open_time_ms <= sym.last_open:
             self.skipped += 1
             return
@@ -167,7 +180,9 @@ class FeaturesHandler(Handler):
                 break
             trace = sym.waiting.popleft()[2]
             sym.waiting_since = time.monotonic()
-            out.emit(topics.FEATURES, key, self._row(sym, candle, funding, cross), cause=trace)
+            row = self._row(sym, candle, funding, cross)
+            self._count(row)
+            out.emit(topics.FEATURES, key, row, cause=trace)
         if sym.warned and not sym.waiting:
             sym.warned = False
             log.info("join input caught up", extra={"key": key})
@@ -235,7 +250,18 @@ class FeaturesHandler(Handler):
             slot.value = value
         return row
 
+    def _count(self, row: features_pb2.Features) -> None:
+        """A row in the metrics, unless the host is replaying inputs to rebuild the state
+        (`Handler.replaying`: those rows were counted before the restart or rebalance)."""
+        if self.metrics and not self.replaying:
+            self.metrics.row(row.symbol, row.ready)
+
     # -- host contract ----------------------------------------------------------------------
+
+    def bind_metrics(self, registry: CollectorRegistry) -> None:
+        self.metrics = FeaturesMetrics(registry)
+        for key in self.symbols:  # symbols seen before binding (none when the host binds)
+            self.metrics.known(key.rpartition(":")[2])
 
     def retained(self) -> Mapping[tuple[str, int], int]:
         low: dict[tuple[str, int], int] = {}

@@ -2,7 +2,8 @@
 
 Windows are explicit (`since` .. `since + page * tf`), so an exchange outage inside the range is
 an empty window, not the end of the history. Only candles closed at the exchange's clock when
-the backfill started are written: the live stream owns everything after.
+the backfill started are written: the live stream owns everything after. Each candle written
+counts in the ingest metrics as published in mode `backfill` (to the table, not the bus).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psycopg
 from meridian_common.marketdata import timeframe_ms
 from meridian_ingest import store
 from meridian_ingest.exchange.client import ConfigurationError, MarketData
+from meridian_ingest.ingest_metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ def log_progress(label: str, every_s: float = 5.0) -> Progress:
 async def backfill_candles(md: MarketData, conn: psycopg.AsyncConnection, venue: str,
                            symbol: str, timeframe: str, start_ms: int | None,
                            end_ms: int | None, now_ms: int,
-                           progress: Progress | None = None) -> BackfillResult:
+                           progress: Progress | None = None,
+                           metrics: IngestMetrics | None = None) -> BackfillResult:
     """Fetch [resume point, min(end, last closed)) and upsert it; returns what was written."""
     tf = timeframe_ms(timeframe)
     stored = await store.last_candle_ms(conn, venue, symbol, timeframe)
@@ -78,6 +81,9 @@ async def backfill_candles(md: MarketData, conn: psycopg.AsyncConnection, venue:
         window_end = since + md.profile.ohlcv_page * tf
         closed = [r for r in rows if r.open_time_ms < stop]
         await store.upsert_candles(conn, venue, symbol, timeframe, closed)
+        if metrics is not None:
+            for raw in closed:
+                metrics.candle(symbol, "backfill", raw.open_time_ms + tf)
         if closed:
             if result.first_ms is None:
                 result.first_ms = closed[0].open_time_ms
@@ -110,13 +116,15 @@ async def backfill_funding(md: MarketData, conn: psycopg.AsyncConnection, venue:
 async def backfill(md: MarketData, conn: psycopg.AsyncConnection, venue: str,
                    symbols: tuple[str, ...], timeframe: str, start_ms: int | None,
                    end_ms: int | None, *, funding: bool,
-                   progress: Callable[[str], Progress] | None = None) -> list[BackfillResult]:
+                   progress: Callable[[str], Progress] | None = None,
+                   metrics: IngestMetrics | None = None) -> list[BackfillResult]:
     """Backfill every symbol (candles, then funding for perpetuals) up to the exchange's now."""
     now_ms = await md.server_time()
     results = []
     for symbol in symbols:
         result = await backfill_candles(md, conn, venue, symbol, timeframe, start_ms, end_ms,
-                                        now_ms, progress(symbol) if progress else None)
+                                        now_ms, progress(symbol) if progress else None,
+                                        metrics)
         if funding:
             result.funding = await backfill_funding(md, conn, venue, symbol, start_ms, end_ms,
                                                     now_ms)

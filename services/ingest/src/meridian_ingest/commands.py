@@ -28,6 +28,7 @@ from meridian_common.service import open_bus
 from meridian_ingest import kafka_source, sources, store
 from meridian_ingest.backfill import BackfillResult, Progress, backfill
 from meridian_ingest.exchange.client import MarketData
+from meridian_ingest.ingest_metrics import IngestMetrics
 from meridian_ingest.live import LiveIngest
 from meridian_ingest.replay import replay
 from meridian_ingest.settings import IngestSettings
@@ -74,11 +75,12 @@ async def run_replay(common: config.CommonSettings, settings: IngestSettings,
     else:
         stream = candle_stream(common, settings)
     sensor = metrics.PrometheusSensor("ingest")
-    metrics.serve(common.metrics_port, sensor.registry)
+    metrics.serve(common.metrics_port, sensor, stall_s=common.health_stall_s)
     producer = bus.producer()
     try:
         sent = await replay(stream, producer, common.topic_prefix, progress=progress,
-                            sensor=sensor, speed=settings.speed)
+                            sensor=sensor, speed=settings.speed,
+                            metrics=_metrics(sensor, settings, settings.symbols, "replay"))
     finally:
         await producer.stop()
     log.info("replay done", extra={"candles": sent, "symbols": list(settings.symbols)})
@@ -120,28 +122,42 @@ def _funding_rows(common: config.CommonSettings, settings: IngestSettings, name:
                             since, settings.end_ms)
 
 
+def _metrics(sensor: metrics.PrometheusSensor, settings: IngestSettings,
+             symbols: tuple[str, ...], mode: str) -> IngestMetrics:
+    """The domain series next to the host's, in the registry /metrics serves."""
+    return IngestMetrics(sensor.registry, timeframe=settings.timeframe, symbols=symbols,
+                         modes=(mode,))
+
+
 # -- backfill, gaps, repair ---------------------------------------------------------------------
 
 async def run_backfill(common: config.CommonSettings, settings: IngestSettings,
-                       progress: Callable[[str], Progress] | None = None) -> list[BackfillResult]:
+                       progress: Callable[[str], Progress] | None = None,
+                       ingest_metrics: IngestMetrics | None = None) -> list[BackfillResult]:
     url = database_url(common, "backfill")
     db.migrate(url)
-    md = MarketData(common.exchange, settings)
+    md = MarketData(common.exchange, settings, ingest_metrics)
     try:
         await md.open(settings.symbols, settings.timeframe)
         async with await psycopg.AsyncConnection.connect(store.conninfo(url)) as conn:
             return await backfill(md, conn, venue(common, settings), settings.symbols,
                                   settings.timeframe, settings.start_ms, settings.end_ms,
                                   funding=settings.funding and settings.market_type != "spot",
-                                  progress=progress)
+                                  progress=progress, metrics=ingest_metrics)
     finally:
         await md.close()
 
 
-def find_gaps(common: config.CommonSettings, settings: IngestSettings) -> list[store.Gap]:
-    return store.gaps(database_url(common, "gaps"), venue(common, settings), settings.symbols,
-                      settings.timeframe, timeframe_ms(settings.timeframe), settings.start_ms,
-                      settings.end_ms)
+def find_gaps(common: config.CommonSettings, settings: IngestSettings,
+              ingest_metrics: IngestMetrics | None = None) -> list[store.Gap]:
+    """The runs of missing candles in the table, each counted as a gap detected."""
+    found = store.gaps(database_url(common, "gaps"), venue(common, settings), settings.symbols,
+                       settings.timeframe, timeframe_ms(settings.timeframe), settings.start_ms,
+                       settings.end_ms)
+    if ingest_metrics is not None:
+        for gap in found:
+            ingest_metrics.gap_detected(gap.symbol)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +171,16 @@ class Repair:
         return self.gap.missing - self.recovered
 
 
-async def run_repair(common: config.CommonSettings, settings: IngestSettings) -> list[Repair]:
-    """Refetch every gap over REST and upsert what the exchange has."""
-    gaps = find_gaps(common, settings)
+async def run_repair(common: config.CommonSettings, settings: IngestSettings,
+                     ingest_metrics: IngestMetrics | None = None) -> list[Repair]:
+    """Refetch every gap over REST and upsert what the exchange has (each recovered candle
+    counts as a gap candle repaired)."""
+    gaps = find_gaps(common, settings, ingest_metrics)
     if not gaps:
         return []
     url = database_url(common, "repair")
     tf = timeframe_ms(settings.timeframe)
-    md = MarketData(common.exchange, settings)
+    md = MarketData(common.exchange, settings, ingest_metrics)
     out = []
     try:
         await md.open(tuple(sorted({g.symbol for g in gaps})), settings.timeframe)
@@ -177,6 +195,8 @@ async def run_repair(common: config.CommonSettings, settings: IngestSettings) ->
                     since += md.profile.ohlcv_page * tf
                 await store.upsert_candles(conn, venue(common, settings), gap.symbol,
                                            settings.timeframe, found)
+                if ingest_metrics is not None:
+                    ingest_metrics.gap_repaired(gap.symbol, len(found))
                 out.append(Repair(gap, len(found)))
     finally:
         await md.close()
@@ -199,8 +219,9 @@ async def run_live(common: config.CommonSettings, settings: IngestSettings,
     bus = open_bus(common, f"meridian-ingest-{index}")
     await bus.ensure_topics(all_topic_configs(common.topic_prefix, common.partitions))
     sensor = metrics.PrometheusSensor("ingest")
-    metrics.serve(common.metrics_port, sensor.registry)
-    md = MarketData(common.exchange, settings)
+    metrics.serve(common.metrics_port, sensor, stall_s=common.health_stall_s)
+    counts = _metrics(sensor, settings, owned, "live")
+    md = MarketData(common.exchange, settings, counts)
     leases = Leases(store.conninfo(url), name, settings.timeframe)
     producer = bus.producer(low_latency=True)
     try:
@@ -218,7 +239,7 @@ async def run_live(common: config.CommonSettings, settings: IngestSettings,
                               stale_after_s=settings.stale_after_s, poll_s=settings.poll_s,
                               grace_s=settings.grace_s,
                               funding=settings.funding and settings.market_type != "spot",
-                              sensor=sensor)
+                              sensor=sensor, metrics=counts)
             guard = asyncio.create_task(_guard_leases(leases, stop))
             try:
                 await live.run(owned, stop)

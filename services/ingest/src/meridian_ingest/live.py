@@ -10,6 +10,11 @@ stream costs latency, never data. Every catch-up also re-reads the last `recheck
 candles in the same request, so a correction the exchange makes within that many intervals is
 republished even when the stream never reports it.
 
+Metrics (`IngestMetrics`, mode `live`): every published candle; a resume whose topic already
+holds candles but misses closed ones up to the exchange's now is a gap, and the candles the
+resume's catch-up publishes after it are the gap repaired. A dropped stream is a retryable
+exchange error.
+
 Per key the topic holds: every closed candle once, in open-time order, then corrections as new
 revisions. Each candle is upserted into the table before it is published, so the table is never
 behind the topic.
@@ -36,6 +41,7 @@ from meridian_common.marketdata import RawCandle, make_candle, make_funding, tim
 from meridian_common.metrics import NullSensor, Sensor
 from meridian_ingest import store
 from meridian_ingest.exchange.client import STREAM_ERRORS, MarketData
+from meridian_ingest.ingest_metrics import IngestMetrics
 from meridian_ingest.tail import published_candles
 
 log = logging.getLogger(__name__)
@@ -90,7 +96,8 @@ class LiveIngest:
     def __init__(self, md: MarketData, bus: Bus, producer: Producer,
                  conn: psycopg.AsyncConnection, *, venue: str, prefix: str, timeframe: str,
                  start_ms: int | None, stale_after_s: float, poll_s: float, grace_s: float,
-                 funding: bool, recheck: int = 3, sensor: Sensor | None = None) -> None:
+                 funding: bool, recheck: int = 3, sensor: Sensor | None = None,
+                 metrics: IngestMetrics | None = None) -> None:
         self.md = md
         self.bus = bus
         self.producer = producer
@@ -106,6 +113,7 @@ class LiveIngest:
         self.funding = funding
         self.recheck = recheck
         self.sensor = sensor or NullSensor()
+        self.metrics = metrics or IngestMetrics()
         self.states: dict[str, SymbolState] = {}
         self.stats = LiveStats()
         self._db_lock = asyncio.Lock()
@@ -169,6 +177,7 @@ class LiveIngest:
             log.info("candle corrected", extra={"symbol": symbol, "open_ms": raw.open_time_ms,
                                                 "revision": revision})
         self.sensor.event_time(candle.close_time_ms)
+        self.metrics.candle(symbol, "live", candle.close_time_ms)
         return True
 
     async def catch_up(self, symbol: str, now_ms: int | None = None) -> int:
@@ -248,6 +257,7 @@ class LiveIngest:
         failures = self._failures.get(symbol, 0)
         self._failures[symbol] = failures + 1
         self.stats.reconnects += 1
+        self.md.stats.count(exc)  # a retryable exchange error (metrics), retried by reconnecting
         delay = self.md.policy.delay(min(failures, 10))
         log.warning("stream dropped, reconnecting", extra={
             "symbol": symbol, "error": type(exc).__name__, "delay_s": round(delay, 3)})
@@ -304,11 +314,24 @@ class LiveIngest:
 
     # -- run --------------------------------------------------------------------------------
 
+    async def _resume_catch_up(self, symbol: str, state: SymbolState, now_ms: int) -> None:
+        """The first catch-up after resuming; when the topic had candles and closed ones are
+        missing after its last (this ingest was down or the symbol moved replicas), it is a gap
+        and the new candles it publishes are that gap repaired."""
+        assert state.last_open is not None
+        gap = bool(state.recent) and now_ms >= state.last_open + 2 * self.tf
+        published, revisions = self.stats.published, self.stats.revisions
+        await self.catch_up(symbol, now_ms)
+        if gap:
+            self.metrics.gap_detected(symbol)
+            self.metrics.gap_repaired(symbol, (self.stats.published - published)
+                                      - (self.stats.revisions - revisions))
+
     async def run(self, symbols: tuple[str, ...], stop: asyncio.Event) -> None:
         now_ms = await self.md.server_time()
         for symbol in symbols:
-            await self.resume(symbol, now_ms)
-            await self.catch_up(symbol, now_ms)
+            state = await self.resume(symbol, now_ms)
+            await self._resume_catch_up(symbol, state, now_ms)
         tasks = [asyncio.create_task(self.stream(s, stop), name=f"stream-{s}") for s in symbols]
         tasks.append(asyncio.create_task(self.poll(stop), name="poll"))
         stopper = asyncio.create_task(stop.wait())

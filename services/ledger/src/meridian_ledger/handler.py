@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from opentelemetry.context import Context
+from prometheus_client import CollectorRegistry
 
 from meridian.v1 import (
     candle_pb2,
@@ -46,6 +47,7 @@ from meridian_common.accounting import ClosedTrade, PositionBook
 from meridian_common.db import schema
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox, Position
 from meridian_common.money import ZERO, dec, to_str
+from meridian_ledger.metrics import AccountCurve, LedgerMetrics
 from meridian_ledger.settings import LedgerSettings
 from meridian_ledger.store import Batch, SqlLedgerStore
 
@@ -120,6 +122,7 @@ class _Symbol:
     settlements: deque[tuple[int, Decimal, Position]] = field(default_factory=deque)
     funding_wm: int = -1
     funding_to: int = -1  # settlements up to here are paid
+    net: Decimal = ZERO  # net PnL of the last mark (its equity row's), for the account equity
 
 
 class LedgerHandler(Handler):
@@ -134,6 +137,32 @@ class LedgerHandler(Handler):
         self.seen_fills: set[str] = set()
         self.batch = Batch()
         self.marks = 0
+        self.metrics: LedgerMetrics | None = None
+        # the account curve's peak (the drawdown's reference); from the stored curve at start
+        self.curve = AccountCurve(settings.initial_capital)
+
+    def bind_metrics(self, registry: CollectorRegistry) -> None:
+        self.metrics = LedgerMetrics(registry)
+        self._observe()
+
+    def equity(self) -> Decimal:
+        """Initial capital + every symbol's net PnL at its last mark: the account curve's last
+        point, as the control plane sums the equity rows."""
+        return self.settings.initial_capital + sum((st.net for st in self.symbols.values()),
+                                                   ZERO)
+
+    def _observe(self) -> None:
+        """The account gauges from the books (after each mark, and once the state is loaded)."""
+        if self.metrics is None:
+            return
+        books = [st.book for st in self.symbols.values()]
+        for key in self.symbols:
+            self.metrics.fills.labels(key.rpartition(":")[2])  # a symbol seen reads 0
+        self.metrics.account(
+            equity=self.equity(), peak=self.curve.peak,
+            realized=sum((b.realized_pnl - b.fees_paid - b.funding_paid for b in books), ZERO),
+            funding=sum((b.funding_paid for b in books), ZERO),
+            open_positions=sum(1 for b in books if b.quantity != 0))
 
     async def start(self) -> None:
         """Rebuild each symbol's book from the stored fills (the trading record), so an open
@@ -148,6 +177,7 @@ class LedgerHandler(Handler):
             st.book.apply_fill(row["side"], row["quantity"], row["price"], row["fee"],
                                int(row["ts"].timestamp() * 1000))
             self.seen_fills.add(row["fill_id"])
+        marked = False
         for row in await self.store.positions(account):
             st = self._symbol(f"{row['exchange']}:{row['symbol']}")
             st.exchange, st.symbol = row["exchange"], row["symbol"]
@@ -163,14 +193,31 @@ class LedgerHandler(Handler):
             # candles up to the last close marked are not marked again: the book rebuilt from
             # the fills is already past them (it would rewrite their rows with a later position)
             st.last_marked_open = max(st.last_marked_open, as_of - 1)
+            marked = True
+        if marked:  # positions rows are written with the equity rows: none, no curve
+            await self._load_marks(account)
+        self._observe()
         if self.seen_fills:
             log.info("ledger state loaded", extra={"fills": len(self.seen_fills),
                                                    "positions": len(self.symbols)})
+
+    async def _load_marks(self, account: str) -> None:
+        """The equity and its peak at the last marked candle, from the stored curve, so the
+        gauges of a restarted ledger read what they read before the restart."""
+        assert self.store is not None
+        nets, peak_net = await self.store.marks(account)
+        for (exchange, symbol), net in nets.items():
+            key = f"{exchange}:{symbol}"
+            st = self._symbol(key)
+            st.net = net
+            self.curve.restore(key, st.funding_to, net)  # funding_to: the last close marked
+        self.curve.restored(peak_net)
 
     def _symbol(self, key: str) -> _Symbol:
         st = self.symbols.get(key)
         if st is None:
             st = self.symbols[key] = _Symbol()
+            self.curve.track(key)  # its marks complete the curve's points from now on
         return st
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
@@ -246,8 +293,11 @@ class LedgerHandler(Handler):
     def _book(self, st: _Symbol, fill: fill_pb2.Fill) -> None:
         st.exchange, st.symbol = fill.exchange, fill.symbol
         t = fill.meta.event_time_ms
+        fee = dec(fill.fee, "Fill.fee")
         closed = st.book.apply_fill(fill.side, dec(fill.quantity, "Fill.quantity"),
-                                    dec(fill.price, "Fill.price"), dec(fill.fee, "Fill.fee"), t)
+                                    dec(fill.price, "Fill.price"), fee, t)
+        if self.metrics is not None and not getattr(self, "replaying", False):
+            self.metrics.booked(fill.symbol, fee)
         account = self.settings.account
         self.batch.fills.append({
             "ts": _ts(t), "fill_id": fill.fill_id, "account": account,
@@ -281,6 +331,9 @@ class LedgerHandler(Handler):
         t = candle.close_time_ms
         account = self.settings.account
         self.marks += 1
+        st.net = net
+        self.curve.mark(key, t, net)
+        self._observe()
         self.batch.equity.append({
             "account": account, "exchange": st.exchange, "symbol": st.symbol, "ts": _ts(t),
             "quantity": book.quantity, "mark_price": mark, "realized_pnl": book.realized_pnl,

@@ -8,9 +8,10 @@ or a redelivered record, leaves the tables as they were.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -68,3 +69,25 @@ class SqlLedgerStore:
             rows = await conn.execute(
                 select(schema.positions).where(schema.positions.c.account == account))
             return [dict(r._mapping) for r in rows]
+
+    async def marks(self, account: str) -> tuple[dict[tuple[str, str], Decimal], Decimal]:
+        """(each symbol's last net PnL, the highest net PnL of the account curve): the equity
+        and its peak at the last marked candle, for the metrics of a restarted ledger. The
+        curve is the control plane's: at each marked time, the sum of every symbol's latest
+        net PnL (each row adds the change since its symbol's previous row)."""
+        e = schema.equity
+        newest = func.row_number().over(partition_by=(e.c.exchange, e.c.symbol),
+                                        order_by=e.c.ts.desc())
+        ranked = (select(e.c.exchange, e.c.symbol, e.c.net_pnl, newest.label("n"))
+                  .where(e.c.account == account).subquery("ranked"))
+        last = select(ranked.c.exchange, ranked.c.symbol, ranked.c.net_pnl).where(ranked.c.n == 1)
+        previous = func.lag(e.c.net_pnl).over(partition_by=(e.c.exchange, e.c.symbol),
+                                              order_by=e.c.ts)
+        changes = (select(e.c.ts, (e.c.net_pnl - func.coalesce(previous, 0)).label("delta"))
+                   .where(e.c.account == account).cte("changes"))
+        curve = (select(func.sum(func.sum(changes.c.delta)).over(order_by=changes.c.ts)
+                        .label("net_pnl")).group_by(changes.c.ts).subquery("curve"))
+        async with self.engine.connect() as conn:
+            nets = {(r.exchange, r.symbol): r.net_pnl for r in await conn.execute(last)}
+            peak = (await conn.execute(select(func.max(curve.c.net_pnl)))).scalar()
+        return nets, peak if peak is not None else Decimal(0)

@@ -34,6 +34,11 @@ from meridian_risk.ledger import DAY_MS, HOUR_MS, utc
 from meridian_risk.market import Move
 from meridian_risk.settings import RiskSettings
 
+# Every breaker by the name its trips carry (a fixed set: the `breaker` label of the metrics).
+DRAWDOWN, DAILY_LOSS = "portfolio.max_drawdown", "system.daily_loss"
+PRICE_SPIKE, ERROR_RATE = "system.price_spike", "system.error_rate"
+BREAKERS = (DRAWDOWN, DAILY_LOSS, PRICE_SPIKE, ERROR_RATE)
+
 
 class Level(IntEnum):
     NORMAL = 0
@@ -92,7 +97,7 @@ class Breakers:
             return
         rate = move.pct_per_min
         if rate > float(limit):
-            self.spike = Trip("system.price_spike",
+            self.spike = Trip(PRICE_SPIKE,
                               f"{move.key} {to_str(move.previous)} -> {to_str(move.close)} in "
                               f"{move.minutes:g} min = {rate:.4f} %/min vs max "
                               f"{to_str(limit)} %/min")
@@ -140,22 +145,31 @@ class Breakers:
     def trips(self) -> list[Trip]:
         s, out = self.settings, []
         if self.drawdown_tripped():
-            out.append(Trip("portfolio.max_drawdown",
+            out.append(Trip(DRAWDOWN,
                             f"equity {to_str(_q(self.equity))} is {to_str(_q4(self.drawdown()))} "
                             f"below peak {to_str(_q(self.peak))} vs max "
                             f"{to_str(s.max_drawdown)}"))
         if self.day_loss_tripped():
-            out.append(Trip("system.daily_loss",
+            out.append(Trip(DAILY_LOSS,
                             f"equity {to_str(_q(self.equity))} is {to_str(_q4(self.day_loss()))} "
                             f"below the day's start {to_str(_q(self.day_start))} vs max "
                             f"{to_str(s.daily_loss_limit)}"))
         if self.spike is not None:
             out.append(self.spike)
         if self.error_rate_tripped():
-            out.append(Trip("system.error_rate",
+            out.append(Trip(ERROR_RATE,
                             f"{sum(self.outcomes)} of the last {len(self.outcomes)} orders "
                             f"rejected or unknown vs max share {to_str(s.error_rate_max)}"))
         return out
+
+    def active(self) -> frozenset[str]:
+        """The breakers that are tripped now, and those whose trip set the current level (a
+        spike lasts one candle but pauses entries for hours; a level restored after a restart
+        names its causes only in its reason): what an operator sees as "this breaker acts"."""
+        now = {t.breaker for t in self.trips()}
+        if self.level != Level.NORMAL:
+            now |= {b for b in BREAKERS if f"{b}:" in self.cause}
+        return frozenset(now)
 
     # -- the state machine -------------------------------------------------------------------
 

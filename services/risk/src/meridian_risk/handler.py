@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from opentelemetry.context import Context as TraceContext
+from prometheus_client import CollectorRegistry
 
 from meridian.v1 import (
     candle_pb2,
@@ -41,12 +42,13 @@ from meridian_common.config import ConfigError
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.merge import EventTimeMerge
 from meridian_common.money import MONEY_CONTEXT, ZERO, dec, to_str
+from meridian_risk import metrics
 from meridian_risk.active import ActiveConfig, ActiveConfigStore, resolve
 from meridian_risk.book import Book
-from meridian_risk.breakers import Breakers, Change, Level
+from meridian_risk.breakers import BREAKERS, Breakers, Change, Level
 from meridian_risk.ledger import Ledger
 from meridian_risk.market import Market
-from meridian_risk.rules import Context, evaluate, parse_stop, propose
+from meridian_risk.rules import RULE_NAMES, Context, evaluate, parse_stop, propose
 from meridian_risk.settings import RiskSettings
 
 log = logging.getLogger(__name__)
@@ -166,8 +168,32 @@ class RiskHandler(Handler):
         self._restore_orders: list[_Booked] = []
         self._restore_streams: dict[tuple[str, str], int] = {}
         self._restored_breaker: control_pb2.BreakerState | None = None
+        self.metrics: metrics.RiskMetrics | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    def bind_metrics(self, registry: CollectorRegistry) -> None:
+        self.metrics = metrics.RiskMetrics(registry, RULE_NAMES, BREAKERS)
+        self._observe()
+
+    def _observe(self) -> None:
+        """The gauges from the state as it is now (after each record, and after a restore)."""
+        if self.metrics is None:
+            return
+        exposure: dict[str, Decimal] = {}
+        for key in set(self.book.marks) | set(self.book.positions):
+            symbol = key.rpartition(":")[2]
+            exposure[symbol] = exposure.get(symbol, ZERO) + self.book.value(key)
+        self.metrics.state(exposure=exposure, equity=self.equity(),
+                           drawdown=self.breakers.drawdown(), kill_switch=self.kill_switch,
+                           active=self.breakers.active())
+
+    def _count(self, outcome: str, rules: list[risk_decision_pb2.RuleResult]) -> None:
+        """One decision made (never while the host replays inputs: counted before)."""
+        if self.metrics is None or getattr(self, "replaying", False):
+            return
+        deciding = next((r.rule for r in rules if not r.passed), None)
+        self.metrics.decided(outcome, deciding if outcome == metrics.REJECTED else None)
 
     async def start(self) -> None:
         """Load the promoted configs; a bad one stops the start-up, naming it and the field."""
@@ -193,6 +219,10 @@ class RiskHandler(Handler):
     # -- inputs ------------------------------------------------------------------------------
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
+        self._handle(msg, out)
+        self._observe()
+
+    def _handle(self, msg: Inbound, out: Outbox) -> None:
         topic, key = msg.topic, msg.key
         if topic == topics.CONTROL:
             if not msg.is_watermark:
@@ -414,9 +444,12 @@ class RiskHandler(Handler):
         )
         if not approved:
             self.rejected += 1
+            self._count(metrics.REJECTED, rules)
             out.emit(topics.RISK_DECISION, key, decision)
             return
         self.approved += 1
+        reduced = proposal.is_entry and self.breakers.size_factor() < 1
+        self._count(metrics.REDUCED if reduced else metrics.APPROVED, rules)
         coid = ids.client_order_id(signal.meta.id)
         decision.client_order_id = coid
         guard = _Guarded.of(settings, proposal.reduce_only, signal)
@@ -597,6 +630,7 @@ class RiskHandler(Handler):
             self.merge.released_to = upto
         self._restore_candles, self._restore_orders, self._restore_streams = [], [], {}
         self._restored_prices.clear()
+        self._observe()
 
     def _book_restored(self, o: _Booked) -> None:
         self._book(o.key, o.strategy, o.delta, o.price, o.time_ms, o.order_id, o.reduce_only,

@@ -23,6 +23,18 @@ Hot reload: a Control `model_promotion` for the configured model name records th
 host's `flush()` after the batch loads it in a thread and swaps it in. Messages handled before
 the swap used the old model; a failed load keeps it. No model at start, or a row the model cannot
 score: rules only for that row, logged once per cause and counted.
+
+Restart: the per-key rule state (`keys`: each TrendRules position and whether its entry was
+taken) is a function of features.v1, so the handler is `rebuild_from_inputs`: the host replays
+features.v1 and control.v1 up to the committed offsets into `handle` (outputs discarded) at start
+and after a rebalance, with `replaying` set, after `reset_state()`. While replaying, control.v1
+promotions are ignored (the model and config promoted now were loaded by `start`; reloading each
+historical promotion would flip models back and forth and finally could pick an older one than
+the registry's) and nothing is counted. Known limit: the replayed rows are all decided with the
+model, rules and barriers served NOW, so if a promotion happened inside the replayed range the
+rebuilt positions are those the current model would have taken, not necessarily the ones the
+old model took before the restart (the first signals after it may then differ from an
+uninterrupted run); without a promotion in that range the rebuild is exact.
 """
 
 from __future__ import annotations
@@ -73,8 +85,13 @@ _CAUSES = {NO_MODEL: "no model", LOAD_FAILED: "the model failed to load",
            INFERENCE: "the model failed on this row"}
 
 
+DIRECTIONS = tuple(_NAMES.values())
+REASONS = tuple(_CAUSES)
+
+
 class SignalsMetrics:
-    """The handler's own series, in the registry the host exposes."""
+    """The handler's own series, in the registry the host exposes. Known label values start at 0
+    (`known`), so a rate() over them has data before the first signal."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.signals = Counter("meridian_signals_total", "Signals emitted, per direction and "
@@ -95,6 +112,13 @@ class SignalsMetrics:
         self.reload_failures = Counter("meridian_model_reload_failures_total",
                                        "Promoted model versions that failed to load (the "
                                        "current model was kept).", registry=registry)
+        for reason in REASONS:
+            self.fallback.labels(reason)
+
+    def known(self, version: str) -> None:
+        """Start every direction's signal count for a served model version ('' rules only)."""
+        for direction in DIRECTIONS:
+            self.signals.labels(direction, version)
 
 
 @dataclass(slots=True)
@@ -109,6 +133,8 @@ class SignalsHandler(Handler):
     name = "signals"
     inputs = (topics.FEATURES, topics.CONTROL)
     outputs = (topics.SIGNAL,)
+    # the rule positions per key are a function of features.v1 (see the module docstring)
+    rebuild_from_inputs = True
 
     def __init__(self, settings: SignalsSettings, *, database_url: str | None = None,
                  configs: ActiveStrategyStore | None = None) -> None:
@@ -136,6 +162,23 @@ class SignalsHandler(Handler):
         self.fallbacks = 0
         self.fallback_reasons: Tally[str] = Tally()
         self.reload_failures = 0
+
+    def reset_state(self) -> None:
+        """Back to the state inputs build (as __init__ leaves it), before the host replays them:
+        rule positions, the feature set seen and the plain counters. The loaded model, promoted
+        config, pending promotions and settings stay: they come from the registry, not inputs."""
+        self.keys = {}
+        self.feature_set = feature_set_key(TREND_V2)
+        self.emitted = 0
+        self.filtered = 0
+        self.fallbacks = 0
+        self.fallback_reasons = Tally()
+
+    @property
+    def _counting(self) -> bool:
+        """False while the host replays inputs to rebuild state (`Handler.replaying`): those
+        events were counted before the restart or rebalance."""
+        return not self.replaying
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -252,8 +295,10 @@ class SignalsHandler(Handler):
 
     def _show_model(self) -> None:
         if self.metrics:
+            version = self.model.version if self.model else ""
             self.metrics.info.clear()
-            self.metrics.info.labels(self.model.version if self.model else "").set(1)
+            self.metrics.info.labels(version).set(1)
+            self.metrics.known(version)
 
     def _once(self, level: int, cause: tuple[str, ...], message: str, *args: object) -> None:
         if cause not in self._said:
@@ -271,8 +316,8 @@ class SignalsHandler(Handler):
             self._features(msg, out)
 
     def _control(self, msg: Inbound) -> None:
-        if msg.is_watermark:
-            return
+        if msg.is_watermark or not self._counting:
+            return  # a replayed promotion: what is promoted now was loaded by start()
         control: control_pb2.Control = msg.message  # type: ignore[assignment]
         kind = control.WhichOneof("command")
         if kind == "config_promotion" and self.configs is not None \
@@ -340,9 +385,10 @@ class SignalsHandler(Handler):
             self._rules_only(k, key, features, values, vote, INFERENCE, out)
             return
         if p < model.threshold:
-            self.filtered += 1
-            if self.metrics:
-                self.metrics.filtered.inc()
+            if self._counting:
+                self.filtered += 1
+                if self.metrics:
+                    self.metrics.filtered.inc()
             verdict = (f"meta p={p:.2f} < {model.threshold:.2f} (model {model.version}): "
                        f"{_NAMES[vote.direction]} entry filtered")
             if previous != FLAT and key.taken is not None:
@@ -357,10 +403,11 @@ class SignalsHandler(Handler):
 
     def _rules_only(self, k: str, key: _Key, features: features_pb2.Features,
                     values: dict[str, float], vote: Vote, cause: str, out: Outbox) -> None:
-        self.fallbacks += 1
-        self.fallback_reasons[cause] += 1
-        if self.metrics:
-            self.metrics.fallback.labels(cause).inc()
+        if self._counting:
+            self.fallbacks += 1
+            self.fallback_reasons[cause] += 1
+            if self.metrics:
+                self.metrics.fallback.labels(cause).inc()
         reason = f"{vote.reason}; rules only ({_CAUSES[cause]})"
         self._entry(k, key, features, values, vote, 1.0, "", reason, out)
 
@@ -384,11 +431,12 @@ class SignalsHandler(Handler):
     def _emit(self, k: str, features: features_pb2.Features, direction: int, strength: float,
               confidence: float, version: str, stop: str, target: str, reason: str,
               out: Outbox) -> None:
-        self.emitted += 1
-        if self.metrics:
-            self.metrics.signals.labels(_NAMES[direction], version).inc()
-            if direction != FLAT:
-                self.metrics.confidence.observe(confidence)
+        if self._counting:
+            self.emitted += 1
+            if self.metrics:
+                self.metrics.signals.labels(_NAMES[direction], version).inc()
+                if direction != FLAT:
+                    self.metrics.confidence.observe(confidence)
         out.emit(topics.SIGNAL, k, signal_pb2.Signal(
             meta=common_pb2.Meta(id="sig:" + features.meta.id, cause_id=features.meta.id,
                                  event_time_ms=features.meta.event_time_ms, producer=self.name),

@@ -5,6 +5,11 @@
 - Order is kept per partition; offsets are per partition and start at 0.
 - A consumer belongs to a group; the group's committed offset is where a restart resumes. Commits
   are explicit: the host commits only after the handler's effects are durable.
+- The group shares the partitions among its members and moves them when members come and go; a
+  consumer reports each new assignment (`take_assignment`) after the poll that first returns
+  records under it, before those records are handled, so a host can rebuild its state first.
+  A member losing partitions waits, before giving them up, until the batch it has polled is
+  committed, so the new owner starts where it stopped.
 """
 
 from __future__ import annotations
@@ -71,11 +76,27 @@ class Consumer(ABC):
 
     @abstractmethod
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Record, per partition, the offset of the next record to read after a restart."""
+        """Record, per partition, the offset of the next record to read after a restart. A
+        commit that a rebalance overtook may be dropped (the next owner replays the records)."""
 
     @abstractmethod
     async def committed(self, topic: str, partition: int) -> int:
         """The group's committed offset of a partition (0 when the group has none)."""
+
+    @abstractmethod
+    def take_assignment(self) -> frozenset[TopicPartition] | None:
+        """The partitions assigned now, if the assignment changed (or was first made) since the
+        last call; None otherwise. A change also means positions restart from the committed
+        offsets."""
+
+    @abstractmethod
+    async def lag(self) -> dict[TopicPartition, int]:
+        """End offset minus this consumer's position, per assigned partition whose end is known
+        (for the lag gauge: call it every few seconds, not per record)."""
+
+    async def start(self) -> None:
+        """Join the group (otherwise the first call that needs it does)."""
+        return None
 
     async def stop(self) -> None:
         return None

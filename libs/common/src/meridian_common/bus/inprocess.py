@@ -151,6 +151,7 @@ class InProcessConsumer(Consumer):
             tp: bus.committed(group, *tp) for tp in self._parts
         }
         self.idle = False
+        self._announced = False
 
     def position(self, topic: str, partition: int) -> int:
         return self._pos.get((topic, partition), 0)
@@ -189,6 +190,17 @@ class InProcessConsumer(Consumer):
 
     async def committed(self, topic: str, partition: int) -> int:
         return self.bus.committed(self.group, topic, partition)
+
+    def take_assignment(self) -> frozenset[TopicPartition] | None:
+        """The one member of its group owns every partition from the start: one assignment,
+        never changed."""
+        if self._announced:
+            return None
+        self._announced = True
+        return frozenset(self._parts)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        return {tp: self.bus._logs[tp[0]][tp[1]].end - self._pos[tp] for tp in self._parts}
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.bus.commit(self.group, offsets)

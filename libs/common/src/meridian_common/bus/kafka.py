@@ -3,6 +3,8 @@
 Producer: idempotent, acks=all, keyed sends (murmur2, like every Kafka client), so a retried send
 never duplicates and a key stays in one partition, in order. Consumer: auto-commit off; the host
 commits explicitly once the handler's effects are durable, so a crash replays instead of losing.
+Assignment changes come from a rebalance listener; a batch in flight delays giving partitions up
+until it is committed (see `KafkaConsumer`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,26 @@ import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
 
 from meridian_common.bus.base import Bus, Consumer, Headers, Producer, Record, TopicConfig
 
 log = logging.getLogger(__name__)
+
+# Longest a member losing partitions waits for its polled batch to be committed.
+REVOKE_WAIT_S = 30.0
 
 
 def _topic_settings(config: TopicConfig) -> dict[str, str]:
@@ -160,9 +175,13 @@ class KafkaProducer(Producer):
 
 
 class KafkaConsumer(Consumer):
+    """A group member. Between a poll that returned records and the commit that follows, a
+    batch is in flight: a rebalance that would take partitions away waits for it (at most
+    `REVOKE_WAIT_S`), so the commit lands under the generation that handled the records and the
+    next owner resumes exactly after them."""
+
     def __init__(self, bootstrap: str, group: str, topics: list[str], client_id: str) -> None:
         self._consumer = AIOKafkaConsumer(
-            *topics,
             bootstrap_servers=bootstrap,
             group_id=group,
             client_id=client_id,
@@ -172,13 +191,24 @@ class KafkaConsumer(Consumer):
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
+            # how long the broker waits for members to rejoin: room for a batch in flight
+            rebalance_timeout_ms=int(REVOKE_WAIT_S * 1000) + 10_000,
         )
+        self._consumer.subscribe(topics, listener=_Listener(self))
         self._started = False
+        self._idle = asyncio.Event()  # no polled batch waits for its commit
+        self._idle.set()
+        self._generation = 0  # assignments received (the listener counts them)
+        self._seen: frozenset[tuple[str, int]] = frozenset()
+        self._seen_generation = 0
 
     async def _start(self) -> None:
         if not self._started:
             await self._consumer.start()
             self._started = True
+
+    async def start(self) -> None:
+        await self._start()
 
     async def committed(self, topic: str, partition: int) -> int:
         await self._start()
@@ -187,6 +217,7 @@ class KafkaConsumer(Consumer):
 
     async def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         await self._start()
+        self._idle.set()  # the host polls again only once the previous batch is committed
         batches = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000),
                                                max_records=max_records)
         out: list[Record] = []
@@ -195,13 +226,87 @@ class KafkaConsumer(Consumer):
                 Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
                 for m in batches[tp]
             )
+        if out:
+            self._idle.clear()
+        return out
+
+    def take_assignment(self) -> frozenset[tuple[str, int]] | None:
+        current = frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
+        generation = self._generation
+        if current != self._seen:
+            # The new assignment may be visible a moment before the listener counts it (the
+            # fetcher is released first): this change is that count, whenever it lands.
+            self._seen = current
+            self._seen_generation = max(generation, self._seen_generation + 1)
+            return current
+        if generation > self._seen_generation:  # a rebalance that kept the same partitions
+            self._seen_generation = generation
+            return current
+        return None
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Highwater (from the last fetch response; an end-offsets request for a partition not
+        fetched yet) minus position, per assigned partition."""
+        if not self._started:
+            return {}
+        ends: dict[TopicPartition, int | None] = {}
+        for tp in self._consumer.assignment():
+            with contextlib.suppress(AssertionError):  # unassigned meanwhile
+                ends[tp] = self._consumer.highwater(tp)
+        unknown = [tp for tp, end in ends.items() if end is None]
+        if unknown:
+            with contextlib.suppress(KafkaError):
+                ends.update(await self._consumer.end_offsets(unknown))
+        out: dict[tuple[str, int], int] = {}
+        for tp, end in ends.items():
+            if end is None:
+                continue
+            try:
+                position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
+            except (TimeoutError, IllegalStateError):
+                continue  # no position yet (just assigned) or taken away meanwhile
+            out[(tp.topic, tp.partition)] = max(0, end - position)
         return out
 
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        if offsets:
-            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        """Commit; a commit that a rebalance overtook (the batch outlived `REVOKE_WAIT_S`) is
+        dropped with a warning: the next owner handles those records again (at-least-once)."""
+        try:
+            if offsets:
+                await self._consumer.commit(
+                    {TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("commit overtaken by a rebalance; the next owner replays these records",
+                        extra={"error": type(exc).__name__,
+                               "partitions": sorted(f"{t}:{p}" for t, p in offsets)})
+        finally:
+            self._idle.set()
+
+    async def _revoking(self, revoked: set[TopicPartition]) -> None:
+        """Called by the group coordinator before partitions are given up: wait until the batch
+        in flight is committed (the host commits after every batch)."""
+        if self._idle.is_set() or not revoked:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), REVOKE_WAIT_S)
+        except TimeoutError:
+            log.warning("rebalance went ahead with a batch still uncommitted; its records "
+                        "will be handled again by the next owner",
+                        extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in revoked)})
 
     async def stop(self) -> None:
+        self._idle.set()  # a rebalance waiting on this member must not wait for a dead loop
         if self._started:
             await self._consumer.stop()
             self._started = False
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.consumer._revoking(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.consumer._generation += 1

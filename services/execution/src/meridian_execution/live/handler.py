@@ -29,12 +29,15 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from prometheus_client import CollectorRegistry
+
 from meridian.v1 import common_pb2, control_pb2, fill_pb2, order_approved_pb2, order_event_pb2
 from meridian_common import orders, topics
 from meridian_common.control import KILL_SWITCH_KEY
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.money import ZERO, dec, to_str
 from meridian_common.orders import Order
+from meridian_execution import metrics
 from meridian_execution.live.reconcile import Snapshot, mismatches
 from meridian_execution.live.venue import (
     Ambiguous,
@@ -106,10 +109,34 @@ class LiveExecutionHandler(Handler):
         self._started = False
         self._reconciled_at: float | None = None
         self._refreshed_at: float | None = None  # None: reload markets and clock next tick
+        self.metrics: metrics.ExecutionMetrics | None = None
+
+    def bind_metrics(self, registry: CollectorRegistry) -> None:
+        self.metrics = metrics.ExecutionMetrics(registry)
+        self._observe(None, 0)
+
+    def _observe(self, out: Outbox | None, since: int) -> None:
+        """Count what was emitted from `since` on (nothing while the host restores the state
+        from the topics: it was counted when published); the open orders from the state."""
+        if self.metrics is None:
+            return
+        if out is not None and not getattr(self, "replaying", False):
+            self.metrics.published(out.items[since:])
+        self.metrics.open_orders.set(sum(1 for lv in self.state.orders.values()
+                                         if not lv.order.terminal))
+
+    def _failed_call(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.exchange_errors.labels(kind).inc()
 
     # -- Kafka side: record, never call the exchange ---------------------------------------------
 
     def handle(self, msg: Inbound, out: Outbox) -> None:
+        since = len(out.items)
+        self._handle(msg, out)
+        self._observe(out, since)
+
+    def _handle(self, msg: Inbound, out: Outbox) -> None:
         if msg.is_watermark:
             return
         if msg.topic == topics.CONTROL:
@@ -220,10 +247,18 @@ class LiveExecutionHandler(Handler):
             live.queued = live.verify = order.status == orders.PENDING_SUBMIT
         self._approved.clear()
         self._restored_events.clear()
+        self._observe(None, 0)
 
     # -- the exchange side -------------------------------------------------------------------------
 
     async def act(self, out: Outbox) -> None:
+        since = len(out.items)
+        try:
+            await self._act(out)
+        finally:
+            self._observe(out, since)
+
+    async def _act(self, out: Outbox) -> None:
         now = time.monotonic()
         try:
             if not self._started:
@@ -244,12 +279,14 @@ class LiveExecutionHandler(Handler):
             await self._submit_due(out, now, server_ms)
             await self._poll(out, server_ms)
         except Fatal as exc:
+            self._failed_call(metrics.FATAL)
             self._halt(out, f"exchange refused the credentials: {exc}")
         except orders.InvalidTransition as exc:
             # an exchange report our state machine cannot take: say so loudly, keep serving
             # the other orders; the reconciliation compares positions and fills regardless
             log.error("exchange report out of order: %s", exc)
         except VenueError as exc:
+            self._failed_call(metrics.RETRYABLE)  # whatever it was, the next tick tries again
             log.warning("exchange call failed, retrying at the next tick: %s", exc)
             if isinstance(exc, Retryable) and exc.resync_clock:
                 # the clock offset drifted: reload it next tick (not "at 0.0": monotonic time
@@ -308,6 +345,7 @@ class LiveExecutionHandler(Handler):
             out.emit(topics.ORDER_EVENT, live.key,
                      order.to(orders.REJECTED, server_ms, reason=str(exc)))
         except Retryable as exc:
+            self._failed_call(metrics.RETRYABLE)
             if exc.resync_clock:
                 await self.venue.refresh()
             if live.attempts > self.settings.max_retries:
@@ -318,6 +356,7 @@ class LiveExecutionHandler(Handler):
             else:
                 live.next_try = now + exc.retry_after_s * 2 ** (live.attempts - 1)
         except Ambiguous as exc:
+            self._failed_call(metrics.RETRYABLE)  # no answer: a query decides, then a resend
             live.queued = False
             if order.status == orders.UNKNOWN:  # a resend unanswered too: still unknown
                 log.warning("resend of %s unanswered: %s", order.client_order_id, exc)
@@ -526,9 +565,16 @@ class LiveExecutionHandler(Handler):
         problems = mismatches(snapshot, self.state.orders.keys(), self.state.position,
                               self.state.known.keys(), OUR_PREFIX)
         if problems:
-            self._halt(out, "; ".join(problems))
+            self._mismatch(out, problems)
         elif self.halted:
             self._unhalt(out)
+
+    def _mismatch(self, out: Outbox, problems: list[str]) -> None:
+        """A reconciliation that found a mismatch: counted every time (an alert sees a halt
+        that persists), halted once per reason."""
+        if self.metrics is not None:
+            self.metrics.reconciliation_failures.inc()
+        self._halt(out, "; ".join(problems))
 
     def _halt(self, out: Outbox, reason: str) -> None:
         if self.halted == reason:

@@ -17,6 +17,7 @@ from meridian_common.ccxt_urls import reroute_urls
 from meridian_common.marketdata import RawCandle, timeframe_ms
 from meridian_ingest.exchange.profiles import Profile, profile_for
 from meridian_ingest.exchange.retry import Budget, ExchangeCallError, RetryPolicy, RetryStats, call
+from meridian_ingest.ingest_metrics import IngestMetrics
 from meridian_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def _raw(row: list[Any]) -> RawCandle:
 class MarketData:
     """REST and stream access for one exchange and market type."""
 
-    def __init__(self, exchange_id: str, settings: IngestSettings) -> None:
+    def __init__(self, exchange_id: str, settings: IngestSettings,
+                 metrics: IngestMetrics | None = None) -> None:
         if exchange_id not in ccxt.pro.exchanges:
             raise ConfigurationError(f"MERIDIAN_EXCHANGE={exchange_id!r} is not a ccxt.pro "
                                      "exchange id (e.g. bybit, binance)")
@@ -60,7 +62,8 @@ class MarketData:
                                      f"is not supported for {exchange_id}")
         self.policy = RetryPolicy(settings.retries, settings.backoff_s, settings.backoff_max_s)
         self.budget = Budget(settings.rate_budget)
-        self.stats = RetryStats()
+        # failed calls reach the metrics' exchange-error counter (a no-op without metrics)
+        self.stats = RetryStats(metrics.exchange_error if metrics is not None else None)
         self.rest = self._new_client()
         self.stream = self._new_client()
         self._symbols: dict[str, str] = {}

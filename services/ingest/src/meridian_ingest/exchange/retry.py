@@ -67,14 +67,23 @@ class Budget:
 
 
 class RetryStats:
-    """Counts retries per error class (kept on MarketData; issue 9's metrics will export it)."""
+    """Counts retries per error class (kept on MarketData) and reports every failed exchange
+    call by kind to `on_error` (the ingest metrics): `retryable` when it is retried, `fatal`
+    when it ends the call (not retryable, or retries exhausted)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_error: Callable[[str], None] | None = None) -> None:
         self.retries: dict[str, int] = {}
+        self.on_error = on_error
 
     def count(self, exc: BaseException) -> None:
         name = type(exc).__name__
         self.retries[name] = self.retries.get(name, 0) + 1
+        if self.on_error is not None:
+            self.on_error("retryable")
+
+    def fatal(self) -> None:
+        if self.on_error is not None:
+            self.on_error("fatal")
 
 
 async def call(what: str, fn: Callable[[], Awaitable[T]], policy: RetryPolicy, budget: Budget,
@@ -86,6 +95,8 @@ async def call(what: str, fn: Callable[[], Awaitable[T]], policy: RetryPolicy, b
         try:
             return await fn()
         except ccxt.BaseError as exc:
+            if stats is not None and (not retryable(exc) or attempt >= policy.retries):
+                stats.fatal()
             if not retryable(exc):
                 raise ExchangeCallError(f"{what} failed: {type(exc).__name__}: "
                                         f"{_short(exc)}") from exc
