@@ -83,6 +83,12 @@ def test_service_prefixed_vars_are_not_unknown_for_common() -> None:
     config.load(CommonSettings, environ=env)
 
 
+def test_test_harness_vars_are_not_settings() -> None:
+    env = {"MERIDIAN_TEST_KAFKA_BOOTSTRAP": "127.0.0.1:9092", "MERIDIAN_TEST_PG_PORT": "5432",
+           "MERIDIAN_TESTS": "1"}
+    assert config.unknown_keys(CommonSettings, env) == ["MERIDIAN_TESTS"]  # only the prefix
+
+
 def test_service_class_rejects_its_own_typos() -> None:
     with pytest.raises(ConfigError, match="MERIDIAN_EXECUTION_TAKER_FEES"):
         config.load(ExecutionSettings, environ={"MERIDIAN_EXECUTION_TAKER_FEES": "0.001"})

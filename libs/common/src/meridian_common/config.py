@@ -81,11 +81,13 @@ def unknown_keys(cls: type[BaseSettings], environ: Mapping[str, str]) -> list[st
     """Variables under the class's prefix that no field reads.
 
     For the shared `MERIDIAN_` prefix, variables that belong to a service's own prefix
-    (`MERIDIAN_RISK_...`) are not unknown: their own class checks them.
+    (`MERIDIAN_RISK_...`) are not unknown: their own class checks them. `MERIDIAN_TEST_` is the
+    test harness's (servers to reuse): never a service setting, so a developer who exported them
+    can still run the CLI and the services from the same shell.
     """
     prefix = cls.model_config.get("env_prefix", "").upper()
     known = {prefix + name.upper() for name in cls.model_fields}
-    service_prefixes = tuple(f"MERIDIAN_{s.upper()}_" for s in SERVICES)
+    service_prefixes = (*(f"MERIDIAN_{s.upper()}_" for s in SERVICES), "MERIDIAN_TEST_")
     out = []
     for key in environ:
         upper = key.upper()
