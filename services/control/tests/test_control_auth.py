@@ -1,6 +1,9 @@
 """Auth on every route and on the WebSocket, and an OpenAPI document that lists every route with
 its security and response model. The route lists are checked against the app's own routes, so
-a route added later without being listed here fails the first test."""
+a route added later without being listed here fails the first test.
+
+One route takes no bearer token: the TradingView webhook, whose auth is the shared secret in its
+body (tests/test_webhook.py); here it is listed apart and shown not to open with a token."""
 
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ TEMPLATES = {"/v1/models/meta-trend/promote": "/v1/models/{name}/promote",
              "/v1/configs/trend/promote": "/v1/configs/{strategy}/promote"}
 OPEN = {"/", "/health", "/metrics", "/static/{name}", "/openapi.json", "/docs",
         "/docs/oauth2-redirect", "/redoc"}
+# auth by a shared secret in the body (MERIDIAN_CONTROL_WEBHOOK_SECRET), not by a bearer token
+SECRET_IN_BODY = {("POST", "/v1/webhook/tradingview")}
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -46,9 +51,10 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
 def test_the_lists_cover_every_route(client: TestClient) -> None:
     routes = {(m, r.path) for r in client.app.routes if isinstance(r, APIRoute)  # type: ignore[attr-defined]
               for m in r.methods}
-    guarded = {(m, p) for m, p in routes if p not in OPEN}
+    guarded = {(m, p) for m, p in routes if p not in OPEN} - SECRET_IN_BODY
     assert guarded == {("GET", p) for p in GETS} | {("POST", TEMPLATES.get(p, p))
                                                      for p, _ in POSTS}
+    assert routes >= SECRET_IN_BODY
     sockets = [r.path for r in client.app.routes if isinstance(r, APIWebSocketRoute)]  # type: ignore[attr-defined]
     assert sockets == [WS]
 
@@ -89,6 +95,20 @@ def test_auth_comes_before_validation(client: TestClient, path: str,
     assert client.post(path, json={"bogus": 1}, headers=_auth(READ)).status_code == 403
     assert client.post(path, json={"bogus": 1}).status_code == 401
     assert client.post(path, json={"bogus": 1}, headers=_auth(WRITE)).status_code == 422
+
+
+@pytest.mark.parametrize("token", [WRITE, READ])
+def test_no_bearer_token_opens_the_webhook(make_client: Callable[..., TestClient],
+                                           bus: Any, token: str) -> None:
+    client = make_client(webhook_secret="whsec-auth-test-0123456789")
+    body = {"name": "n", "symbol": "BTCUSDT", "action": "close", "price": "1"}
+    response = client.post("/v1/webhook/tradingview", json=body, headers=_auth(token))
+    assert response.status_code == 401
+    assert response.json() == {"detail": "missing or wrong secret"}
+    with pytest.raises(KeyError):  # nothing was ever published on signal.v1
+        bus.end_offsets("t.signal.v1")
+    body["secret"] = "whsec-auth-test-0123456789"
+    assert client.post("/v1/webhook/tradingview", json=body).status_code == 202
 
 
 def test_query_validation_waits_for_auth(client: TestClient) -> None:
@@ -177,7 +197,7 @@ def test_openapi_lists_every_route_with_security_and_a_response_model(
     paths = doc["paths"]
     listed = {(m.upper(), p) for p, ops in paths.items() for m in ops}
     expected = {("GET", p) for p in GETS} | {("POST", TEMPLATES.get(p, p)) for p, _ in POSTS}
-    assert listed == expected | {("GET", "/health")}
+    assert listed == expected | {("GET", "/health")} | SECRET_IN_BODY
     schemas = doc["components"]["schemas"]
     for method, path in expected:
         op = paths[path][method.lower()]
@@ -190,6 +210,13 @@ def test_openapi_lists_every_route_with_security_and_a_response_model(
             assert "403" in op["responses"], path
             assert ok == "202", path
         assert op.get("summary"), (method, path)
+    hook = paths["/v1/webhook/tradingview"]["post"]
+    assert "security" not in hook  # its secret is in the body
+    assert {"202", "200", "401", "404", "422", "429", "503"} <= set(hook["responses"])
+    assert hook["requestBody"]["content"]["application/json"]["schema"]["$ref"] == \
+        "#/components/schemas/TradingViewAlert"
+    assert {"secret", "name", "symbol", "action", "price"} == set(
+        schemas["TradingViewAlert"]["required"])
     for path in ("/v1/models/{name}/promote", "/v1/configs/{strategy}/promote"):
         assert "404" in paths[path]["post"]["responses"]
     for path in ("/v1/positions", "/v1/fills", "/v1/equity", "/v1/decisions"):

@@ -1,7 +1,8 @@
 """The control plane's HTTP API (FastAPI): the operator's commands on control.v1, reads of the
 ledger's and the risk gate's tables, promotions, a live portfolio stream and a page.
 
-Routes (auth: R = the read or the write token, W = the write token only; see `auth`):
+Routes (auth: R = the read or the write token, W = the write token only, see `auth`; S = the
+shared secret in the body, MERIDIAN_CONTROL_WEBHOOK_SECRET, and no bearer token):
     GET  /                                  the page (no token: it asks for one)    `page`
     GET  /health                            liveness, no token
     GET  /metrics                           Prometheus text format, no token        `telemetry`
@@ -15,6 +16,7 @@ Routes (auth: R = the read or the write token, W = the write token only; see `au
     GET  /v1/status                    R    services, switch, halts, promotions     `status`
     POST /v1/models/{name}/promote     W    the table, then control.v1 -> 202       `promotion`
     POST /v1/configs/{strategy}/promote W
+    POST /v1/webhook/tradingview       S    an alert -> signal.v1 -> 202            `webhook`
     WS   /v1/ws/portfolio              R    positions and equity on change          `ws`
 
 The app is given its `Bus` (Kafka in the service, the in-process bus in tests) and may be given
@@ -36,7 +38,16 @@ from pydantic import BaseModel
 from meridian_common import config
 from meridian_common.bus.base import Bus
 from meridian_common.clock import Clock, WallClock
-from meridian_control import killswitch, page, promotion, reads, status, telemetry, ws
+from meridian_control import (
+    killswitch,
+    page,
+    promotion,
+    reads,
+    status,
+    telemetry,
+    webhook,
+    ws,
+)
 from meridian_control.auth import Tokens
 from meridian_control.context import Context
 from meridian_control.schemas import PortfolioMessage
@@ -50,7 +61,9 @@ DESCRIPTION = f"""Operator API of Meridian: the kill switch and promotions on co
 While the kill switch is engaged the risk gate passes only reduce-only orders.
 
 Every /v1 route needs `Authorization: Bearer <token>`: MERIDIAN_CONTROL_TOKEN for all of them,
-MERIDIAN_CONTROL_READ_TOKEN for the GET routes and the WebSocket only.
+MERIDIAN_CONTROL_READ_TOKEN for the GET routes and the WebSocket only; except
+`{webhook.PATH}`, whose auth is the field `secret` of its body (TradingView alerts cannot set
+headers): MERIDIAN_CONTROL_WEBHOOK_SECRET (unset: the route answers 404).
 
 WebSocket `{ws.PATH}` (not an OpenAPI path): authenticate with the query parameter
 `?token=<token>` (refused at the handshake with 403 when wrong) or, without it, with the first
@@ -106,6 +119,7 @@ def create_app(settings: ControlSettings, common: config.CommonSettings, bus: Bu
     reads.install(app, ctx)
     status.install(app, ctx)
     promotion.install(app, ctx)
+    webhook.install(app, ctx, common.exchange, common.partitions)
     ws.install(app, ctx)
     page.install(app)
     telemetry.install(app, ctx.metrics)
@@ -125,5 +139,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for name, schema in message.pop("$defs", {}).items():
             schemas.setdefault(name, schema)
         schemas["PortfolioMessage"] = message
+        for name, schema in webhook.schema_components().items():
+            schemas.setdefault(name, schema)
         app.openapi_schema = doc
     return app.openapi_schema

@@ -29,13 +29,16 @@ UNMATCHED = "unmatched"
 OTHER_METHOD = "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 ACTIONS: tuple[Literal["set", "clear"], ...] = ("set", "clear")
+# What became of each webhook alert (POST /v1/webhook/tradingview); see `webhook`.
+WEBHOOK_OUTCOMES = ("accepted", "duplicate", "unauthorized", "invalid", "rate_limited",
+                    "unavailable", "disabled")
 # Request latencies of an API whose slowest answers wait on Kafka or PostgreSQL (timeouts of
 # seconds), so the buckets reach past the default 10 s Kafka timeout.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class ControlMetrics:
-    """The three control series, in a registry of their own."""
+    """The control series, in a registry of their own."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -48,8 +51,18 @@ class ControlMetrics:
                                    "Kill-switch commands published.", ["action"],
                                    registry=self.registry)
         # Known label values start at 0, so rate() has data before the first command.
+        self.webhook = Counter("meridian_control_webhook_alerts_total",
+                               "Webhook alerts answered, by outcome.", ["outcome"],
+                               registry=self.registry)
         for action in ACTIONS:
             self.kill_switch.labels(action)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook.labels(outcome)
+
+    def webhook_alert(self, outcome: str) -> None:
+        if outcome not in WEBHOOK_OUTCOMES:  # a bounded label set, whatever a caller passes
+            raise ValueError(f"unknown webhook outcome {outcome!r}")
+        self.webhook.labels(outcome).inc()
 
     def kill_switch_command(self, engaged: bool) -> None:
         self.kill_switch.labels("set" if engaged else "clear").inc()
