@@ -120,3 +120,27 @@ async def test_host_series_and_probes_over_kafka(
     for stage in ("handle", "act", "flush"):
         assert f'meridian_handler_errors_total{{service="features",stage="{stage}"}} 0.0' \
             in metrics
+
+
+async def test_group_members_get_the_same_partition_numbers_of_every_input(
+        kafka_bootstrap: str, topic_prefix: str) -> None:
+    """Range assignment: two members over candles and funding (3 partitions each) each get
+    partition i of both topics, so a key's candles and funding meet on one replica. aiokafka's
+    default (round robin over all six) splits them: member A gets candles 0 and 2 with funding 1."""
+    bus = await _setup(kafka_bootstrap, topic_prefix, 0)
+    inputs = [topic_prefix + topics.CANDLE, topic_prefix + topics.FUNDING]
+    group = f"{topic_prefix}copartition"
+    a, b = bus.consumer(group, inputs), bus.consumer(group, inputs)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            await asyncio.gather(a.poll(0.2, 1), b.poll(0.2, 1))
+            shares = [frozenset(m._consumer.assignment()) for m in (a, b)]  # type: ignore[attr-defined]
+            if len(shares[0]) + len(shares[1]) == 6 and all(shares):
+                break
+            assert time.monotonic() < deadline, f"group did not settle: {shares}"
+        for share in shares:
+            numbers = {t: {tp.partition for tp in share if tp.topic == t} for t in inputs}
+            assert numbers[inputs[0]] == numbers[inputs[1]], share
+    finally:
+        await asyncio.gather(a.stop(), b.stop())

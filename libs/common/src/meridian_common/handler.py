@@ -22,11 +22,16 @@ Several replicas of a `rebuild_from_inputs` handler may share one consumer group
 group moves partitions to this replica, its state of those keys is older than their committed
 offsets, so the host calls `reset_state()` and rebuilds every partition up to the committed
 offsets before handling the records of the new assignment.
+
+Side inputs (`side_keys`): a replica sees only its partitions' records, so a handler that joins
+one key's stream into every other key's output names that key; the host then feeds its records
+to every replica (`meridian_common.side_inputs`), and publishes what they release only for the
+keys the replica owns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -131,6 +136,10 @@ class Handler:
     # True only while the host replays inputs into the state (`_rebuild`) or restores it
     # (`_restore`); its outputs then go nowhere and domain metrics must not count them again.
     replaying: bool = False
+    # True only while the host hands `handle` a side record (`side_keys`): one whose partition
+    # another replica owns. Its outputs for keys this replica does not own are dropped (their
+    # owner publishes them), so a handler counts no domain metric for those.
+    side: bool = False
 
     def bind_metrics(self, registry: prometheus_client.CollectorRegistry) -> None:
         """Register the handler's own metrics in the registry the host exposes (called once,
@@ -165,6 +174,14 @@ class Handler:
         raise NotImplementedError(
             f"{type(self).__name__} ({self.name}) is rebuild_from_inputs but does not implement "
             "reset_state(): its state cannot be rebuilt after a rebalance")
+
+    def side_keys(self) -> Mapping[str, Collection[str]]:
+        """Keys, per logical input topic, whose records this replica must see even when the
+        group assigns their partition to another replica (called after every batch: keep it
+        cheap, and a function of the state, so a rebuilt replica follows the same keys).
+        Only for `rebuild_from_inputs` handlers. None by default: a replica sees its own
+        partitions only."""
+        return {}
 
     def health_checks(self) -> Mapping[str, Callable[[], Awaitable[None]]]:
         """Dependency checks for `/readyz`, by name: each raises when the dependency is not

@@ -20,6 +20,12 @@ partitions (it gained partitions another replica advanced, or it holds records b
 replica giving partitions up first commits the batch it has in hand (`KafkaConsumer`), so the
 new owner starts where it stopped.
 
+Side inputs (`Handler.side_keys`, `meridian_common.side_inputs`): after each poll, idle ones
+included, the host feeds the records of the handler's side keys whose partitions this replica
+is not assigned, read outside the group; their outputs are published for the keys this replica
+owns and dropped for the others. They are not consumed records: no consumed count, handler
+time, event-time clock or dead letter (their owner counts and dead-letters them).
+
 Observability (docs/observability.md): per-record handler time, handler exceptions per stage
 (counted, then re-raised: the service stops), consumer lag per assigned partition every
 `LAG_INTERVAL_S`, rebalances, and the state behind /healthz and /readyz (`self.health`: loop
@@ -42,6 +48,7 @@ from meridian_common.clock import EventClock
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Item, Outbox
 from meridian_common.health import Health
 from meridian_common.metrics import NullSensor, Sensor
+from meridian_common.side_inputs import SideInputs, keep_owned
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,8 @@ class ServiceHost:
         self._consumed: dict[tuple[str, int], int] = {}  # next offset, handled since the rebuild
         self._committed: dict[tuple[str, int], int] = {}
         self._assigned: frozenset[tuple[str, int]] | None = None
+        self._side = SideInputs(handler, bus, prefix)
+        self.side_fed = 0  # side records handed to the handler (see side_inputs)
         self._lag_due = 0.0
         self._tracer = tracing.tracer()  # read again when run starts
 
@@ -165,6 +174,7 @@ class ServiceHost:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             await producer.stop()
+            await self._side.close()
             await consumer.stop()
             await handler.stop()
 
@@ -180,15 +190,15 @@ class ServiceHost:
                 await self._on_assignment(consumer, assignment)
             if time.monotonic() >= self._lag_due:
                 await self._report_lag(consumer)
-            if not records:
+            started = time.perf_counter()
+            dead = self._handle_batch(records, out) if records else []
+            if not await self._side_step(out) and not records:
                 if handler.tick_s is not None and time.monotonic() - last_act >= handler.tick_s:
                     await self._stage("act", handler.act(out))
                     last_act = time.monotonic()
                     await self._publish(producer, out)
                     await producer.flush()
                 continue
-            started = time.perf_counter()
-            dead = self._handle_batch(records, out)
             await self._stage("act", handler.act(out))
             last_act = time.monotonic()
             await self._stage("flush", handler.flush())
@@ -197,7 +207,37 @@ class ServiceHost:
                 await self._dead_letter(producer, record, reason)
             await producer.flush()
             await self._commit(consumer)
-            self.sensor.batch_seconds(time.perf_counter() - started)
+            if records:
+                self.sensor.batch_seconds(time.perf_counter() - started)
+
+    async def _side_step(self, out: Outbox) -> int:
+        """Hand the handler the side records read since the last call (after the batch, so a
+        key the batch made a side key is followed at once); their outputs for owned keys go to
+        `out`, to be published and committed with the batch. The number handed."""
+        assignment = self._assigned
+        if assignment is None:
+            return 0
+        side = await self._side.read(assignment, self._at, self.batch)
+        if not side:
+            return 0
+        owner = await self._side.owner()
+
+        def owns(key: str) -> bool:
+            return self._side.owns(owner, key, assignment)
+
+        scratch = Outbox(self.handler.name, traced=out.traced)
+        self.handler.side = True
+        try:
+            for logical, record in side:
+                # like a rebuilt record: no consumer span (it is not this group member's), and a
+                # record its owner dead-letters is simply skipped here
+                self._handle_in(logical, record, scratch, propagation.Remote(record)
+                                if self._tracer is not None else None, side=True)
+                keep_owned(scratch, out, owns)
+        finally:
+            self.handler.side = False
+        self.side_fed += len(side)
+        return len(side)
 
     async def _stage(self, stage: str, step: Awaitable[None]) -> None:
         """Await a handler step; an exception escaping it is counted, then stops the service."""
@@ -239,6 +279,7 @@ class ServiceHost:
             "gained": len(assignment - (previous or frozenset())),
             "lost": len((previous or frozenset()) - assignment)})
         if not self.handler.rebuild_from_inputs or not await self._stale(consumer, assignment):
+            self._side.assigned(assignment)  # the group delivers these from the committed offset
             return
         self.handler.reset_state()
         self.health.set_phase("rebuilding", "rebuilding the state after a rebalance")
@@ -247,8 +288,10 @@ class ServiceHost:
         self.health.set_phase("running")
 
     async def _stale(self, consumer: Consumer, assignment: frozenset[tuple[str, int]]) -> bool:
-        for topic, partition in sorted(assignment):
-            if await consumer.committed(topic, partition) != self._at.get((topic, partition), 0):
+        for tp in sorted(assignment):
+            at = self._at.get(tp, 0)
+            # side records fed past `at` would be delivered again by the group
+            if await consumer.committed(*tp) != at or self._side.fed_beyond(tp, at):
                 return True
         return False
 
@@ -296,6 +339,7 @@ class ServiceHost:
                     replayed += await self._replay(logical, physical, partition, upto, scratch)
         finally:
             self.handler.replaying = False
+        self._side.reset()  # the state is at the committed offsets: side inputs follow from there
         self.rebuilds += 1
         log.info("state rebuilt from inputs", extra={
             "records": replayed, "seconds": round(time.perf_counter() - started, 3)})
@@ -365,7 +409,7 @@ class ServiceHost:
             return self._handle_in(logical, record, out, scope)
 
     def _handle_in(self, logical: str, record: Record, out: Outbox,
-                   scope: propagation.Scope | None) -> str | None:
+                   scope: propagation.Scope | None, *, side: bool = False) -> str | None:
         try:
             if not record.key:
                 raise codec.MalformedMessage("record has no key")
@@ -375,7 +419,8 @@ class ServiceHost:
                               scope.context if scope is not None else None)
             if scope is not None:
                 scope.describe(inbound)
-            self.clock.advance(inbound.event_time_ms)
+            if not side:  # the service's event time is that of its own partitions
+                self.clock.advance(inbound.event_time_ms)
             self.handler.handle(inbound, out)
         except (codec.MalformedMessage, InvalidMessage, UnicodeDecodeError) as exc:
             if scope is not None:

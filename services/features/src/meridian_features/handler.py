@@ -15,6 +15,14 @@ Rules, never silent:
 - A symbol whose oldest candle has waited `hold_warning_s` (wall clock; only the log depends on
   it, never a row) logs a warning naming the missing input.
 
+Replicas (an HPA runs several in one group): a row of another symbol waits for the reference
+candle of its time, which only the replica assigned the reference's partition receives from the
+group. So the reference keys are side inputs (`side_keys`, `meridian_common.side_inputs`): every
+replica follows them. The rule for which reference keys: one per exchange this replica has seen
+a candle of (its own partitions live, every partition in a rebuild), "exchange:cross_symbol";
+a new exchange's first candle makes its reference a side key before the row has to wait for it.
+The reference's own row, computed on every replica, is published by its owner only.
+
 Tracing: a row continues its candle's trace, also when it is released later by another input
 (the reference symbol's candle, a funding watermark): the candle's context waits with it.
 """
@@ -25,7 +33,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
@@ -80,6 +88,7 @@ class FeaturesHandler(Handler):
         self.references: dict[str, ReferenceReturns] = {}  # by exchange
         self.funding: dict[str, FundingHistory] = {}  # by key
         self.skipped = 0
+        self._side_keys: dict[str, frozenset[str]] = {}  # see side_keys
 
     def reset_state(self) -> None:
         """Forget every symbol, reference and funding history (as `__init__` leaves them): the
@@ -88,6 +97,7 @@ class FeaturesHandler(Handler):
         self.references = {}
         self.funding = {}
         self.skipped = 0
+        self._side_keys = {}
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -110,6 +120,7 @@ class FeaturesHandler(Handler):
             sym = self.symbols[msg.key] = _Symbol(FeatureState(self.spec, step))
             if self.metrics:
                 self.metrics.known(candle.symbol)
+            self._follow_reference(candle.exchange)
         if candle.open_time_ms <= sym.last_open:
             self.skipped += 1
             return
@@ -252,9 +263,32 @@ class FeaturesHandler(Handler):
 
     def _count(self, row: features_pb2.Features) -> None:
         """A row in the metrics, unless the host is replaying inputs to rebuild the state
-        (`Handler.replaying`: those rows were counted before the restart or rebalance)."""
-        if self.metrics and not self.replaying:
-            self.metrics.row(row.symbol, row.ready)
+        (`Handler.replaying`: those rows were counted before the restart or rebalance) or it is
+        the reference's own row computed from a side record (its owner publishes and counts
+        it; this replica's copy is dropped)."""
+        if not self.metrics or self.replaying:
+            return
+        if self.side and row.symbol == self.cross_symbol:
+            return
+        self.metrics.row(row.symbol, row.ready)
+
+    # -- side inputs ------------------------------------------------------------------------
+
+    def _follow_reference(self, exchange: str) -> None:
+        """A symbol of `exchange` is known: its rows need that exchange's reference candles."""
+        if not self.settings.cross_asset:
+            return
+        refs = self._side_keys.get(topics.CANDLE, frozenset())
+        key = topics.market_key(exchange, self.cross_symbol)
+        if key not in refs:
+            self._side_keys = {topics.CANDLE: refs | {key}}
+
+    def side_keys(self) -> Mapping[str, Collection[str]]:
+        """The reference symbol's candle key of every exchange seen (none with cross_asset
+        off): the host feeds their records to this replica even when another replica owns
+        their partition, so rows waiting for the reference are released here. Deterministic:
+        a function of the candles handled, and a rebuild handles the same ones."""
+        return self._side_keys
 
     # -- host contract ----------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ import asyncio
 import logging
 import math
 from collections import Counter as Tally
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +174,14 @@ class SignalsHandler(Handler):
         self.filtered = 0
         self.fallbacks = 0
         self.fallback_reasons = Tally()
+
+    def side_keys(self) -> Mapping[str, Collection[str]]:
+        """The promotions this service acts on (`model:<name>`, `config:<strategy>` on control.v1):
+        with several replicas in one group only one owns control.v1's partition of a key, and
+        every replica must load a promoted model or config, so the host feeds those records to
+        each replica whatever it owns (`meridian_common.side_inputs`)."""
+        return {topics.CONTROL: (f"model:{self.settings.model_name}",
+                                 f"config:{self.settings.strategy}")}
 
     @property
     def _counting(self) -> bool:

@@ -102,6 +102,31 @@ class Consumer(ABC):
         return None
 
 
+class PartitionReader:
+    """Follows chosen partitions outside any consumer group, from positions the caller keeps
+    (a replica's side inputs: see `meridian_common.side_inputs`). Nothing is committed.
+
+    This default reads through `Bus.read_partition`; a bus whose every read has a setup cost
+    (Kafka starts a client per call) keeps one reader open instead.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def read(self, positions: Mapping[TopicPartition, int],
+                   max_records: int) -> list[Record]:
+        """Records from each partition's given offset on (at most `max_records` per
+        partition), in order per partition; what has not been written yet comes later."""
+        out: list[Record] = []
+        for (topic, partition), start in sorted(positions.items()):
+            out.extend(await self.bus.read_partition(topic, partition, start,
+                                                      start + max_records))
+        return out
+
+    async def close(self) -> None:
+        return None
+
+
 class Bus(ABC):
     @abstractmethod
     async def ensure_topics(self, topics: Iterable[TopicConfig]) -> None:
@@ -128,6 +153,10 @@ class Bus(ABC):
         a range) without moving any group's committed offsets. Records below the retained
         start are gone and simply absent.
         """
+
+    def partition_reader(self) -> PartitionReader:
+        """A reader of partitions outside any group, kept open by its caller (`close`)."""
+        return PartitionReader(self)
 
     async def close(self) -> None:
         return None

@@ -2,8 +2,10 @@
 
 Keeps keyed partitions (same partitioner as Kafka), per-partition order and offsets, and one
 committed offset per (group, partition). A consumer group has one member, which owns every
-partition of its topics. Records below every group's committed offset are dropped, so a long
-replay does not hold the whole history in memory.
+partition of its topics, unless a test moves partitions itself (`InProcessConsumer.assign`:
+replicas sharing a group, each with its own share, and rebalances at chosen points). Records
+below every group's committed offset are dropped, so a long replay does not hold the whole
+history in memory.
 """
 
 from __future__ import annotations
@@ -192,12 +194,27 @@ class InProcessConsumer(Consumer):
         return self.bus.committed(self.group, topic, partition)
 
     def take_assignment(self) -> frozenset[TopicPartition] | None:
-        """The one member of its group owns every partition from the start: one assignment,
-        never changed."""
+        """The one member of its group owns every partition from the start (one assignment,
+        never changed) unless `assign` moved them."""
         if self._announced:
             return None
         self._announced = True
         return frozenset(self._parts)
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Act as a rebalance giving this member `partitions` (of its topics): for tests of
+        replicas in one group, which give each member its share. Positions restart from the
+        group's committed offsets and the next `take_assignment` reports the change, as
+        Kafka's consumer does; the test keeps the members' shares disjoint."""
+        parts = sorted(set(partitions))
+        unknown = [tp for tp in parts if tp[0] not in self.bus._subscribers
+                   or self not in self.bus._subscribers[tp[0]]]
+        if unknown:
+            raise KeyError(f"not subscribed to {unknown}")
+        self._parts = parts
+        self._pos = {tp: self.bus.committed(self.group, *tp) for tp in parts}
+        self._announced = False
+        self.wake.set()
 
     async def lag(self) -> dict[TopicPartition, int]:
         return {tp: self.bus._logs[tp[0]][tp[1]].end - self._pos[tp] for tp in self._parts}

@@ -21,6 +21,7 @@ from aiokafka import (
     TopicPartition,
 )
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -28,7 +29,15 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 
-from meridian_common.bus.base import Bus, Consumer, Headers, Producer, Record, TopicConfig
+from meridian_common.bus.base import (
+    Bus,
+    Consumer,
+    Headers,
+    PartitionReader,
+    Producer,
+    Record,
+    TopicConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +127,60 @@ class KafkaBus(Bus):
         finally:
             await consumer.stop()
 
+    def partition_reader(self) -> KafkaPartitionReader:
+        return KafkaPartitionReader(self)
+
     def producer(self, *, low_latency: bool = False) -> KafkaProducer:
         return KafkaProducer(self.bootstrap, self.client_id, linger_ms=0 if low_latency else 5)
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         return KafkaConsumer(self.bootstrap, group, list(topics), self.client_id)
+
+
+class KafkaPartitionReader(PartitionReader):
+    """One group-less client kept open for the reads of a host's side inputs: between reads
+    its fetcher keeps prefetching from where the last read stopped, so following a partition
+    costs no new connection and no seek (`read_partition` starts a client per call). A read
+    never waits: what is not fetched yet comes with a later read."""
+
+    def __init__(self, bus: KafkaBus) -> None:
+        super().__init__(bus)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bus.bootstrap, client_id=bus.client_id, group_id=None,
+            enable_auto_commit=False, isolation_level="read_committed",
+            auto_offset_reset="earliest")
+        self._started = False
+        self._next: dict[TopicPartition, int] = {}  # where the client's position is, per tp
+
+    async def read(self, positions: Mapping[tuple[str, int], int],
+                   max_records: int) -> list[Record]:
+        if not positions:
+            return []
+        if not self._started:
+            await self._consumer.start()
+            self._started = True
+        wanted = {TopicPartition(t, p): o for (t, p), o in positions.items()}
+        if set(wanted) != set(self._next):
+            self._consumer.assign(list(wanted))
+            self._next = {}
+        for tp, offset in wanted.items():
+            if self._next.get(tp) != offset:
+                self._consumer.seek(tp, offset)
+                self._next[tp] = offset
+        batches = await self._consumer.getmany(*wanted, timeout_ms=0, max_records=max_records)
+        out: list[Record] = []
+        for tp in sorted(wanted, key=lambda t: (t.topic, t.partition)):
+            for m in batches.get(tp, ()):
+                if m.offset >= self._next[tp]:
+                    out.append(Record(m.topic, m.partition, m.offset, m.key, m.value,
+                                      tuple(m.headers or ())))
+                    self._next[tp] = m.offset + 1
+        return out
+
+    async def close(self) -> None:
+        if self._started:
+            await self._consumer.stop()
+            self._started = False
 
 
 class KafkaProducer(Producer):
@@ -193,6 +251,11 @@ class KafkaConsumer(Consumer):
             max_poll_interval_ms=300_000,
             # how long the broker waits for members to rejoin: room for a batch in flight
             rebalance_timeout_ms=int(REVOKE_WAIT_S * 1000) + 10_000,
+            # Range, not aiokafka's default round robin: with several members, partition i of
+            # every input topic goes to the same member (all topics have the same partition
+            # count and a key lands on the same partition number in each), so a handler that
+            # joins a key's candles with its funding sees both on one replica.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         self._consumer.subscribe(topics, listener=_Listener(self))
         self._started = False
