@@ -2,6 +2,7 @@
 
   meridian research sweep     a grid of hyperparameters (lists) over the symbols in one pass
   meridian research optimize  an Optuna walk-forward study (SQLite, resumable) of the trend rules
+  meridian research funding-arb  funding-rate arbitrage walk-forward (meridian_cli.funding_arb)
 
 Both use the vectorbt engine (`meridian_research`) on the shared data; a study's best trial goes
 live with `meridian promote`.
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from meridian_cli import funding_arb
 from meridian_cli.scripts import REPO
 from meridian_common.config import ConfigError
 
@@ -178,3 +180,5 @@ def add_parser(sub: Any) -> None:
     opt.add_argument("--min-available-mb", type=int, default=512,
                      help="stop trials when less memory than this is available")
     opt.set_defaults(func=cmd_optimize)
+
+    funding_arb.add_parser(rsub)
