@@ -11,32 +11,18 @@ test_prometheus_real.py then runs every one of these queries against the real se
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from meridian_common.testing import sibling_module
 
-def _sibling(name: str) -> ModuleType:
-    """A helper module next to this file (pytest runs with --import-mode=importlib)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-pq = _sibling("promqueries")
+pq = sibling_module(__file__, "promqueries")
 COMPOSE = pq.REPO / "docker-compose.yml"
 TITLES = {"Meridian / Pipeline health", "Meridian / Trading", "Meridian / ML"}
 

@@ -14,7 +14,6 @@ that never returned data, with the log of any service that died.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import signal
@@ -26,29 +25,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import IO
 
 import httpx2 as httpx
 import pytest
 
+from meridian_common.testing import sibling_module
+
 pytestmark = pytest.mark.integration
 
 
-def _sibling(name: str) -> ModuleType:
-    """A helper module next to this file (pytest runs with --import-mode=importlib)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
-
-pq = _sibling("promqueries")
-promserver = _sibling("promserver")
+pq = sibling_module(__file__, "promqueries")
+promserver = sibling_module(__file__, "promserver")
 
 CONSUMERS = ("features", "signals", "risk", "execution", "ledger")
 SYMBOLS = "BTCUSDT,ETHUSDT"

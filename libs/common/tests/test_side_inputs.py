@@ -18,13 +18,13 @@ from meridian.v1 import candle_pb2, features_pb2
 from meridian_common import codec, host, topics
 from meridian_common.bus import partition_for
 from meridian_common.bus.base import TopicPartition
-from meridian_common.bus.inprocess import InProcessBus, InProcessConsumer
+from meridian_common.bus.inprocess import InProcessBus
 from meridian_common.handler import Handler, Inbound, Outbox
 from meridian_common.host import ServiceHost, all_topic_configs, publish
 from meridian_common.marketdata import RawCandle, make_candle
 from meridian_common.metrics import NullSensor, PrometheusSensor
 from meridian_common.side_inputs import SideInputs, keep_owned
-from meridian_common.testing import Running, features_by_candle, feed, until
+from meridian_common.testing import Running, SharedBus, features_by_candle, feed, until
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 
@@ -49,21 +49,6 @@ def test_the_keys_used_here_fall_where_the_tests_assume() -> None:
 def _fast_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(host, "POLL_TIMEOUT_S", 0.01)
 
-
-class SharedBus(InProcessBus):
-    """An in-process bus whose consumers, in the order they are made, get the given shares of
-    their group's partitions (two replicas of one group)."""
-
-    def __init__(self, *shares: Iterable[TopicPartition]) -> None:
-        super().__init__(PARTITIONS)
-        self.shares = [set(s) for s in shares]
-        self.members: list[InProcessConsumer] = []
-
-    def consumer(self, group: str, topics: Sequence[str]) -> InProcessConsumer:
-        member = super().consumer(group, topics)
-        member.assign(self.shares[len(self.members)])
-        self.members.append(member)
-        return member
 
 
 def share(*candle_partitions: int) -> set[TopicPartition]:
@@ -121,7 +106,7 @@ def has_rows(bus: InProcessBus, want: Collection[tuple[str, int]]) -> bool:
 
 
 async def test_a_replica_without_the_reference_releases_its_rows_from_side_records() -> None:
-    bus = SharedBus(share(0, 1), share(2))  # A: XRP, ETH, LTC; B: the reference (BTC)
+    bus = SharedBus(PARTITIONS, share(0, 1), share(2))  # A: XRP, ETH, LTC; B: the reference (BTC)
     await bus.ensure_topics(all_topic_configs("", PARTITIONS))
     sensor = PrometheusSensor("features")
     a, b = features_host(bus, sensor), features_host(bus)
@@ -161,7 +146,7 @@ def row_count(sensor: PrometheusSensor, symbol: str) -> float:
 
 
 async def test_a_revoked_reference_partition_is_followed_from_where_the_state_is() -> None:
-    bus = SharedBus(share(0, 1, 2), share())  # A owns everything, B nothing yet
+    bus = SharedBus(PARTITIONS, share(0, 1, 2), share())  # A owns everything, B nothing yet
     await bus.ensure_topics(all_topic_configs("", PARTITIONS))
     a, b = features_host(bus), features_host(bus)
     first = candles((BTC, ETH), range(10))
@@ -207,7 +192,7 @@ async def _regain(bus: SharedBus) -> ServiceHost:
 
 
 async def test_regaining_a_followed_partition_rebuilds_rather_than_feed_it_twice() -> None:
-    bus = SharedBus(share(0, 1, 2))
+    bus = SharedBus(PARTITIONS, share(0, 1, 2))
     await bus.ensure_topics(all_topic_configs("", PARTITIONS))
     a = await _regain(bus)
     assert a.rebuilds == 2  # committed offset unchanged, but side records were fed past it
@@ -217,7 +202,7 @@ async def test_regaining_a_followed_partition_rebuilds_rather_than_feed_it_twice
 async def test_control_without_that_rebuild_the_reference_rows_are_lost(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SideInputs, "fed_beyond", lambda self, tp, at: False)
-    bus = SharedBus(share(0, 1, 2))
+    bus = SharedBus(PARTITIONS, share(0, 1, 2))
     await bus.ensure_topics(all_topic_configs("", PARTITIONS))
     a = await _regain(bus)
     assert a.rebuilds == 1
@@ -232,7 +217,8 @@ async def test_a_rebuild_follows_the_reference_again_from_the_committed_offset()
     it. B stops and A takes its partition over, which B advanced: A rebuilds from the
     committed offsets, so its state of the reference is empty again and the reference is
     followed again from offset 0 (a cursor kept at 10 would leave every return missing)."""
-    bus = SharedBus(share(1), share(0))  # A: ETH; B: XRP; the reference's partition: no one
+    # A: ETH; B: XRP; the reference's partition: no one
+    bus = SharedBus(PARTITIONS, share(1), share(0))
     await bus.ensure_topics(all_topic_configs("", PARTITIONS))
     a = features_host(bus)
     first = candles((BTC, ETH, XRP), range(10))

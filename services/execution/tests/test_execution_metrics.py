@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 from meridian.v1 import candle_pb2, common_pb2, fill_pb2, order_approved_pb2, order_event_pb2
 from meridian_common import config, ids, orders, testing, topics
 from meridian_common.ccxt_urls import reroute_urls
-from meridian_common.handler import Handler, Inbound, Outbox
+from meridian_common.handler import Inbound, Outbox
+from meridian_common.testing import bound_registry, exported
 from meridian_execution.handler import ExecutionHandler
 from meridian_execution.live.ccxt_venue import venue_for
 from meridian_execution.live.handler import LiveExecutionHandler
@@ -42,20 +43,9 @@ STATES = ("pending_submit", "open", "partially_filled", "filled", "canceled", "r
 START_MS = 1_633_046_400_000  # 2021-10-01, inside the fake exchange's data
 
 
-def _bound(handler: Handler) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    handler.bind_metrics(registry)
-    return registry
-
-
-def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    value = registry.get_sample_value(name, labels)
-    assert value is not None, f"{name}{labels} is not exported"
-    return value
-
 
 def _transitions(registry: CollectorRegistry) -> dict[str, float]:
-    return {s: _value(registry, "meridian_execution_orders_total", state=s) for s in STATES}
+    return {s: exported(registry, "meridian_execution_orders_total", state=s) for s in STATES}
 
 
 def _published(out: list[Routed]) -> tuple[Counter[str], Counter[str], Decimal]:
@@ -103,10 +93,10 @@ def _paper_inputs(model_dir: str) -> tuple[Routed, ...]:
 
 def test_paper_series_count_what_the_executor_published(tmp_path: Path) -> None:
     executor = ExecutionHandler(ExecutionSettings())
-    registry = _bound(executor)
+    registry = bound_registry(executor)
     for kind in ("retryable", "fatal"):  # live-only series, present in paper mode too
-        assert _value(registry, "meridian_execution_exchange_errors_total", kind=kind) == 0
-    assert _value(registry, "meridian_execution_reconciliation_failures_total") == 0
+        assert exported(registry, "meridian_execution_exchange_errors_total", kind=kind) == 0
+    assert exported(registry, "meridian_execution_reconciliation_failures_total") == 0
     items = _paper_inputs(str(tmp_path / "models"))
     out = testing.feed(executor, topics.CANDLE, items)
     events, sides, fees = _published(out)
@@ -115,10 +105,10 @@ def test_paper_series_count_what_the_executor_published(tmp_path: Path) -> None:
     assert sides["sell"]
     assert _transitions(registry) == {s: events[s] for s in STATES}
     for side in ("buy", "sell"):
-        assert _value(registry, "meridian_execution_fills_total", side=side) == sides[side]
-    assert _value(registry, "meridian_execution_fees_quote_total") == pytest.approx(
+        assert exported(registry, "meridian_execution_fills_total", side=side) == sides[side]
+    assert exported(registry, "meridian_execution_fees_quote_total") == pytest.approx(
         float(fees), rel=1e-12)
-    assert _value(registry, "meridian_execution_open_orders") == _still_open(out)
+    assert exported(registry, "meridian_execution_open_orders") == _still_open(out)
 
 
 def test_paper_rebuild_counts_nothing_and_sets_the_open_orders(tmp_path: Path) -> None:
@@ -127,20 +117,20 @@ def test_paper_rebuild_counts_nothing_and_sets_the_open_orders(tmp_path: Path) -
     cut = next(i for i in range(len(items) // 2, len(items))
                if isinstance(items[i][2], order_approved_pb2.ApprovedOrder)) + 1
     executor = ExecutionHandler(ExecutionSettings())
-    registry = _bound(executor)
+    registry = bound_registry(executor)
     executor.replaying = True  # type: ignore[attr-defined]  # the host's rebuild
     rebuilt = testing.feed(executor, topics.CANDLE, items[:cut])
     assert set(_transitions(registry).values()) == {0}
-    assert _value(registry, "meridian_execution_fills_total", side="buy") == 0
-    assert _value(registry, "meridian_execution_fees_quote_total") == 0
+    assert exported(registry, "meridian_execution_fills_total", side="buy") == 0
+    assert exported(registry, "meridian_execution_fees_quote_total") == 0
     assert _still_open(rebuilt) >= 1
-    assert _value(registry, "meridian_execution_open_orders") == _still_open(rebuilt)
+    assert exported(registry, "meridian_execution_open_orders") == _still_open(rebuilt)
     executor.replaying = False  # type: ignore[attr-defined]
     live = testing.feed(executor, topics.CANDLE, items[cut:])
     events, sides, _ = _published(live)
     assert _transitions(registry) == {s: events[s] for s in STATES}
-    assert _value(registry, "meridian_execution_fills_total", side="sell") == sides["sell"]
-    assert _value(registry, "meridian_execution_open_orders") == _still_open(rebuilt + live)
+    assert exported(registry, "meridian_execution_fills_total", side="sell") == sides["sell"]
+    assert exported(registry, "meridian_execution_open_orders") == _still_open(rebuilt + live)
 
 
 # -- live --------------------------------------------------------------------------------------
@@ -165,7 +155,7 @@ class Live:
             "resend_after_s": 0.0, "fill_lag_ms": 0, **over}
         s = ExecutionSettings(**values)
         self.handler = LiveExecutionHandler(s, venue_for(s, "bybit"))
-        self.registry = _bound(self.handler)
+        self.registry = bound_registry(self.handler)
         self.published: list[Routed] = []
 
     async def send(self, *records: Routed) -> None:
@@ -186,7 +176,7 @@ class Live:
         raise AssertionError(f"{coid} never settled")
 
     def errors(self, kind: str) -> float:
-        return _value(self.registry, "meridian_execution_exchange_errors_total", kind=kind)
+        return exported(self.registry, "meridian_execution_exchange_errors_total", kind=kind)
 
 
 def approved(signal: str, qty: str = "0.01", limit: str = "") -> Routed:
@@ -214,14 +204,14 @@ async def test_live_fills_and_transitions_with_a_rate_limit_and_unanswered_submi
         assert events["unknown"] == 1
         assert events["filled"] == 1
         assert _transitions(d.registry) == {s: events[s] for s in STATES}
-        assert _value(d.registry, "meridian_execution_fills_total", side="buy") == sides["buy"]
+        assert exported(d.registry, "meridian_execution_fills_total", side="buy") == sides["buy"]
         assert fees > 0
-        assert _value(d.registry, "meridian_execution_fees_quote_total") == pytest.approx(
+        assert exported(d.registry, "meridian_execution_fees_quote_total") == pytest.approx(
             float(fees), rel=1e-12)
         assert d.errors("retryable") == 3  # the rate limit and the two unanswered submits
         assert d.errors("fatal") == 0
-        assert _value(d.registry, "meridian_execution_open_orders") == 0
-        assert _value(d.registry, "meridian_execution_reconciliation_failures_total") == 0
+        assert exported(d.registry, "meridian_execution_open_orders") == 0
+        assert exported(d.registry, "meridian_execution_reconciliation_failures_total") == 0
     finally:
         await d.handler.stop()
 
@@ -256,10 +246,10 @@ async def test_each_reconciliation_that_finds_a_foreign_order_counts(
     try:
         await d.send()
         assert d.handler.halted
-        assert _value(d.registry, "meridian_execution_reconciliation_failures_total") == 1
+        assert exported(d.registry, "meridian_execution_reconciliation_failures_total") == 1
         d.handler._reconciled_at = None  # the next periodic reconciliation: still foreign
         await d.send()
-        assert _value(d.registry, "meridian_execution_reconciliation_failures_total") == 2
+        assert exported(d.registry, "meridian_execution_reconciliation_failures_total") == 2
     finally:
         await d.handler.stop()
 
@@ -271,7 +261,7 @@ async def test_a_restore_sets_the_open_orders_and_counts_nothing(exchange: FakeE
         await first.send(resting)
     finally:
         await first.handler.stop()
-    assert _value(first.registry, "meridian_execution_open_orders") == 1
+    assert exported(first.registry, "meridian_execution_open_orders") == 1
     second = Live(exchange)
     try:
         second.handler.replaying = True  # type: ignore[attr-defined]
@@ -280,7 +270,7 @@ async def test_a_restore_sets_the_open_orders_and_counts_nothing(exchange: FakeE
                 second.handler.restore(Inbound(topic, key, m))
         second.handler.restored()
         second.handler.replaying = False  # type: ignore[attr-defined]
-        assert _value(second.registry, "meridian_execution_open_orders") == 1
+        assert exported(second.registry, "meridian_execution_open_orders") == 1
         assert set(_transitions(second.registry).values()) == {0}
     finally:
         await second.handler.stop()

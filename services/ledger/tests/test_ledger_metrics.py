@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from google.protobuf.message import Message
-from prometheus_client import CollectorRegistry
 
 from meridian.v1 import candle_pb2, common_pb2, fill_pb2, funding_pb2
 from meridian_common import config, testing, topics
 from meridian_common.handler import Inbound, Outbox
 from meridian_common.marketdata import RawCandle, make_candle
+from meridian_common.testing import bound_registry, exported
 from meridian_execution.handler import ExecutionHandler
 from meridian_execution.settings import ExecutionSettings
 from meridian_features.handler import FeaturesHandler
@@ -65,17 +65,6 @@ def _ledger_inputs(model_dir: str) -> tuple[Routed, ...]:
         len(fills) + len(candles))]))
 
 
-def _bound(handler: LedgerHandler) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    handler.bind_metrics(registry)
-    return registry
-
-
-def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    value = registry.get_sample_value(name, labels)
-    assert value is not None, f"{name}{labels} is not exported"
-    return value
-
 
 def _account_curve(rows: list[dict[str, object]]) -> list[Decimal]:
     """At each marked time, capital + the sum of every symbol's latest net PnL (the control
@@ -90,38 +79,38 @@ def _account_curve(rows: list[dict[str, object]]) -> list[Decimal]:
 
 def test_the_gauges_equal_the_rows_the_ledger_writes(tmp_path: Path) -> None:
     ledger = LedgerHandler(LedgerSettings(), None)
-    registry = _bound(ledger)
+    registry = bound_registry(ledger)
     testing.feed(ledger, topics.CANDLE, _ledger_inputs(str(tmp_path / "models")))
     batch = ledger.batch  # never flushed here: every row written so far
     fills = Counter(row["symbol"] for row in batch.fills)
     assert len(batch.trades) > 5
     for symbol in ("BTCUSDT", "ETHUSDT"):
         assert fills[symbol] > 0
-        assert _value(registry, "meridian_ledger_fills_total", symbol=symbol) == fills[symbol]
+        assert exported(registry, "meridian_ledger_fills_total", symbol=symbol) == fills[symbol]
     fees = sum((row["fee"] for row in batch.fills), Decimal(0))
-    assert _value(registry, "meridian_ledger_fees_quote_total") == pytest.approx(float(fees),
+    assert exported(registry, "meridian_ledger_fees_quote_total") == pytest.approx(float(fees),
                                                                                rel=1e-12)
     curve = _account_curve(batch.equity)
-    assert _value(registry, "meridian_ledger_equity_quote") == float(curve[-1])
+    assert exported(registry, "meridian_ledger_equity_quote") == float(curve[-1])
     last = max(batch.equity, key=lambda r: r["ts"])
     assert float(last["net_pnl"]) != 0.0
     peak = max([CAPITAL, *curve])
     assert peak > curve[-1]  # a drawdown to measure
-    assert _value(registry, "meridian_ledger_drawdown_ratio") == pytest.approx(
+    assert exported(registry, "meridian_ledger_drawdown_ratio") == pytest.approx(
         float((peak - curve[-1]) / peak), abs=1e-12)
     positions = list(batch.positions.values())
     realized = sum((p["realized_pnl"] - p["fees_paid"] - p["funding_paid"] for p in positions),
                    Decimal(0))
-    assert _value(registry, "meridian_ledger_realized_pnl_quote") == float(realized)
-    assert _value(registry, "meridian_ledger_open_positions") == sum(
+    assert exported(registry, "meridian_ledger_realized_pnl_quote") == float(realized)
+    assert exported(registry, "meridian_ledger_open_positions") == sum(
         1 for p in positions if p["quantity"] != 0)
-    assert _value(registry, "meridian_ledger_funding_quote_total") == 0
+    assert exported(registry, "meridian_ledger_funding_quote_total") == 0
 
 
 def test_one_symbol_equity_is_capital_plus_its_last_equity_row() -> None:
     ledger = LedgerHandler(LedgerSettings(), None)
-    registry = _bound(ledger)
-    assert _value(registry, "meridian_ledger_equity_quote") == float(CAPITAL)
+    registry = bound_registry(ledger)
+    assert exported(registry, "meridian_ledger_equity_quote") == float(CAPITAL)
     hour, t0 = 3_600_000, 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
     out = Outbox("ledger")
     key = "binance:BTCUSDT"
@@ -138,12 +127,12 @@ def test_one_symbol_equity_is_capital_plus_its_last_equity_row() -> None:
         ledger.handle(Inbound(topic, key, msg, (topic, 0, i)), out)
     [row] = ledger.batch.equity
     assert row["net_pnl"] == Decimal("-1015.05")  # 0.5 x (28000.5 - 30000) - 15.3
-    assert _value(registry, "meridian_ledger_equity_quote") == float(CAPITAL + row["net_pnl"])
-    assert _value(registry, "meridian_ledger_drawdown_ratio") == float(
+    assert exported(registry, "meridian_ledger_equity_quote") == float(CAPITAL + row["net_pnl"])
+    assert exported(registry, "meridian_ledger_drawdown_ratio") == float(
         Decimal("1015.05") / CAPITAL)
-    assert _value(registry, "meridian_ledger_realized_pnl_quote") == -15.3
-    assert _value(registry, "meridian_ledger_open_positions") == 1
-    assert _value(registry, "meridian_ledger_fees_quote_total") == 15.3
+    assert exported(registry, "meridian_ledger_realized_pnl_quote") == -15.3
+    assert exported(registry, "meridian_ledger_open_positions") == 1
+    assert exported(registry, "meridian_ledger_fees_quote_total") == 15.3
 
 
 def test_funding_paid_then_received_and_nothing_counted_while_replaying() -> None:
@@ -174,7 +163,7 @@ def test_funding_paid_then_received_and_nothing_counted_while_replaying() -> Non
               candle(7, "100"), funding(8, "-0.0003"), done(topics.FUNDING, 9),
               done(topics.FILL, 9), candle(8, "100")]
     ledger = LedgerHandler(LedgerSettings(funding=True), None)
-    registry = _bound(ledger)
+    registry = bound_registry(ledger)
     ledger.replaying = True  # type: ignore[attr-defined]  # as a host replaying inputs
     offsets = itertools.count()
     out = Outbox("ledger")
@@ -182,8 +171,8 @@ def test_funding_paid_then_received_and_nothing_counted_while_replaying() -> Non
         ledger.handle(Inbound(topic, key, msg, (topic, 0, next(offsets))), out)
     # paid 2 x 110 x 0.0001 = 0.022, then received 2 x 100 x 0.0003 = 0.06
     assert [r["funding_paid"] for r in ledger.batch.equity][-1] == Decimal("-0.038")
-    assert _value(registry, "meridian_ledger_funding_quote_total") == -0.038
-    assert _value(registry, "meridian_ledger_fills_total", symbol="BTCUSDT") == 0
-    assert _value(registry, "meridian_ledger_fees_quote_total") == 0
+    assert exported(registry, "meridian_ledger_funding_quote_total") == -0.038
+    assert exported(registry, "meridian_ledger_fills_total", symbol="BTCUSDT") == 0
+    assert exported(registry, "meridian_ledger_fees_quote_total") == 0
     curve = _account_curve(ledger.batch.equity)
-    assert _value(registry, "meridian_ledger_equity_quote") == float(curve[-1])
+    assert exported(registry, "meridian_ledger_equity_quote") == float(curve[-1])

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from meridian.v1 import candle_pb2, common_pb2, control_pb2, risk_decision_pb2, signal_pb2
 from meridian_common import config, testing, topics
 from meridian_common.handler import Inbound, Outbox
+from meridian_common.testing import bound_registry, exported
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 from meridian_ingest import commands
@@ -51,17 +52,6 @@ def _inputs(model_dir: str) -> tuple[Routed, ...]:
     return tuple(candles) + tuple(testing.feed(signals, topics.FEATURES, features))
 
 
-def _bound(handler: RiskHandler) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    handler.bind_metrics(registry)
-    return registry
-
-
-def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    value = registry.get_sample_value(name, labels)
-    assert value is not None, f"{name}{labels} is not exported"
-    return value
-
 
 def _decisions(out: list[Routed]) -> list[risk_decision_pb2.RiskDecision]:
     return [m for t, _, m in out if t == topics.RISK_DECISION]  # type: ignore[misc]
@@ -74,15 +64,15 @@ def _reduced(d: risk_decision_pb2.RiskDecision) -> bool:
 
 
 def test_every_label_exists_at_zero_before_the_first_decision() -> None:
-    registry = _bound(RiskHandler(RiskSettings()))
+    registry = bound_registry(RiskHandler(RiskSettings()))
     for outcome in ("approved", "reduced", "rejected"):
-        assert _value(registry, "meridian_risk_decisions_total", outcome=outcome) == 0
+        assert exported(registry, "meridian_risk_decisions_total", outcome=outcome) == 0
     for rule in RULE_NAMES:
-        assert _value(registry, "meridian_risk_rejections_total", rule=rule) == 0
+        assert exported(registry, "meridian_risk_rejections_total", rule=rule) == 0
     for breaker in BREAKERS:
-        assert _value(registry, "meridian_risk_breaker_active", breaker=breaker) == 0
-    assert _value(registry, "meridian_risk_kill_switch") == 0
-    assert _value(registry, "meridian_risk_equity_quote") == 10_000
+        assert exported(registry, "meridian_risk_breaker_active", breaker=breaker) == 0
+    assert exported(registry, "meridian_risk_kill_switch") == 0
+    assert exported(registry, "meridian_risk_equity_quote") == 10_000
 
 
 def test_decisions_and_rejections_count_what_the_gate_published(tmp_path: Path) -> None:
@@ -90,7 +80,7 @@ def test_decisions_and_rejections_count_what_the_gate_published(tmp_path: Path) 
     # gets through while reducing on this slice: 'reduced' has its own scenario below)
     gate = RiskHandler(RiskSettings(max_drawdown=Decimal("0.02"), daily_loss_limit=Decimal(1),
                                     price_spike_pct_per_min=Decimal(0)))
-    registry = _bound(gate)
+    registry = bound_registry(gate)
     out = testing.feed(gate, topics.CANDLE, _inputs(str(tmp_path / "models")))
     decisions = _decisions(out)
     rejected = [d for d in decisions if not d.approved]
@@ -99,7 +89,7 @@ def test_decisions_and_rejections_count_what_the_gate_published(tmp_path: Path) 
     assert len(rejected) < len(decisions)
 
     def counted(outcome: str) -> float:
-        return _value(registry, "meridian_risk_decisions_total", outcome=outcome)
+        return exported(registry, "meridian_risk_decisions_total", outcome=outcome)
 
     assert counted("rejected") == len(rejected)
     assert counted("reduced") == len(reduced)
@@ -108,20 +98,20 @@ def test_decisions_and_rejections_count_what_the_gate_published(tmp_path: Path) 
     deciding = Counter(next(r.rule for r in d.rules if not r.passed) for d in rejected)
     assert len(deciding) > 1
     for rule in RULE_NAMES:
-        assert _value(registry, "meridian_risk_rejections_total", rule=rule) == deciding[rule]
+        assert exported(registry, "meridian_risk_rejections_total", rule=rule) == deciding[rule]
     # the gauges describe the book at the end: each symbol's |quantity| x last price
     for key in ("binance:BTCUSDT", "binance:ETHUSDT"):
         position = gate.positions.get(key, Decimal(0))
         expected = float(abs(position) * gate.book.marks[key])
         symbol = key.split(":")[1]
-        assert _value(registry, "meridian_risk_exposure_quote", symbol=symbol) == expected
+        assert exported(registry, "meridian_risk_exposure_quote", symbol=symbol) == expected
     equity = gate.equity()
-    assert _value(registry, "meridian_risk_equity_quote") == float(equity)
+    assert exported(registry, "meridian_risk_equity_quote") == float(equity)
     gross = sum((gate.book.value(k) for k in gate.book.positions), Decimal(0))
-    assert _value(registry, "meridian_risk_gross_exposure_ratio") == float(gross / equity)
+    assert exported(registry, "meridian_risk_gross_exposure_ratio") == float(gross / equity)
     kills = [m.kill_switch.engaged for t, _, m in out if t == topics.CONTROL
              and m.WhichOneof("command") == "kill_switch"]  # type: ignore[attr-defined]
-    assert _value(registry, "meridian_risk_kill_switch") == (1 if kills and kills[-1] else 0)
+    assert exported(registry, "meridian_risk_kill_switch") == (1 if kills and kills[-1] else 0)
 
 
 def _candle(key: str, hour: int, close: str) -> candle_pb2.Candle:
@@ -157,7 +147,7 @@ def _hour(gate: RiskHandler, hour: int, closes: dict[str, str],
 
 
 def _breakers(registry: CollectorRegistry) -> dict[str, float]:
-    return {b: _value(registry, "meridian_risk_breaker_active", breaker=b) for b in BREAKERS}
+    return {b: exported(registry, "meridian_risk_breaker_active", breaker=b) for b in BREAKERS}
 
 
 def test_breaker_and_kill_switch_gauges_through_an_escalation_and_a_clear() -> None:
@@ -165,31 +155,31 @@ def test_breaker_and_kill_switch_gauges_through_an_escalation_and_a_clear() -> N
         daily_loss_limit=Decimal(1), price_spike_pct_per_min=Decimal(0),
         max_drawdown=Decimal("0.05"), pause_hours=Decimal(1), reduce_hours=Decimal(1),
         order_notional=Decimal(5000), max_position_notional=Decimal(5000)))
-    registry = _bound(gate)
+    registry = bound_registry(gate)
     _hour(gate, 1, {A: "100", B: "10"}, (A, "100"))  # 50 A bought at 100
-    assert _value(registry, "meridian_risk_exposure_quote", symbol="AAAUSDT") == 5000
-    assert _value(registry, "meridian_risk_gross_exposure_ratio") == 0.5
+    assert exported(registry, "meridian_risk_exposure_quote", symbol="AAAUSDT") == 5000
+    assert exported(registry, "meridian_risk_gross_exposure_ratio") == 0.5
     assert _breakers(registry)["portfolio.max_drawdown"] == 0
     _hour(gate, 2, {A: "89", B: "10"})  # equity 9,450: 5.5 % below the peak, paused
-    assert _value(registry, "meridian_risk_equity_quote") == 9450
-    assert _value(registry, "meridian_risk_drawdown_ratio") == 0.055
+    assert exported(registry, "meridian_risk_equity_quote") == 9450
+    assert exported(registry, "meridian_risk_drawdown_ratio") == 0.055
     assert _breakers(registry) == {"portfolio.max_drawdown": 1, "system.daily_loss": 0,
                                    "system.price_spike": 0, "system.error_rate": 0}
-    assert _value(registry, "meridian_risk_kill_switch") == 0
+    assert exported(registry, "meridian_risk_kill_switch") == 0
     _hour(gate, 3, {A: "89", B: "10"})  # reduce
     out = _hour(gate, 4, {A: "89", B: "10"})  # still tripped: close all, kill switch engaged
     assert any(t == topics.CONTROL and m.WhichOneof("command") == "kill_switch"  # type: ignore[attr-defined]
                for t, _, m in out)
-    assert _value(registry, "meridian_risk_kill_switch") == 1
-    assert _value(registry, "meridian_risk_exposure_quote", symbol="AAAUSDT") == 0
+    assert exported(registry, "meridian_risk_kill_switch") == 1
+    assert exported(registry, "meridian_risk_exposure_quote", symbol="AAAUSDT") == 0
     clear = control_pb2.Control(meta=common_pb2.Meta(id="ops-1", event_time_ms=T0 + 5 * HOUR),
                                 kill_switch=control_pb2.KillSwitch(engaged=False, reason="ok",
                                                                    actor="ops"))
     gate.handle(Inbound(topics.CONTROL, "kill_switch", clear), Outbox("risk"))
-    assert _value(registry, "meridian_risk_kill_switch") == 0
+    assert exported(registry, "meridian_risk_kill_switch") == 0
     # the clear re-bases the peak at the equity of the moment: no breaker acts any more
     assert set(_breakers(registry).values()) == {0}
-    assert _value(registry, "meridian_risk_drawdown_ratio") == 0
+    assert exported(registry, "meridian_risk_drawdown_ratio") == 0
 
 
 def test_an_entry_sized_down_by_the_reduce_level_counts_as_reduced() -> None:
@@ -199,7 +189,7 @@ def test_an_entry_sized_down_by_the_reduce_level_counts_as_reduced() -> None:
         order_notional=Decimal(5000), max_position_notional=Decimal(5000),
         reduce_factor=Decimal("0.5"), correlation_min=1.0))
     gate = gate
-    registry = _bound(gate)
+    registry = bound_registry(gate)
     _hour(gate, 1, {A: "100", B: "10"}, (A, "100"))
     _hour(gate, 2, {A: "89", B: "10"})
     _hour(gate, 3, {A: "89", B: "10"})  # still tripped when the pause ends: reduce
@@ -209,9 +199,9 @@ def test_an_entry_sized_down_by_the_reduce_level_counts_as_reduced() -> None:
     [d] = _decisions(out)
     assert _reduced(d)
     assert Decimal(d.quantity) == 250  # 5000 / 10 x 0.5
-    assert _value(registry, "meridian_risk_decisions_total", outcome="reduced") == 1
-    assert _value(registry, "meridian_risk_decisions_total", outcome="approved") == 1
-    assert _value(registry, "meridian_risk_decisions_total", outcome="rejected") == 0
+    assert exported(registry, "meridian_risk_decisions_total", outcome="reduced") == 1
+    assert exported(registry, "meridian_risk_decisions_total", outcome="approved") == 1
+    assert exported(registry, "meridian_risk_decisions_total", outcome="rejected") == 0
     # the reduce level was set by the drawdown breaker: it still acts, though no longer tripped
     assert _breakers(registry)["portfolio.max_drawdown"] == 1
 
@@ -239,7 +229,7 @@ def test_nothing_is_counted_while_replaying_and_the_gauges_are_right_after_a_res
     published = [*before, (topics.CONTROL, "kill_switch", engage)]
 
     second = RiskHandler(RiskSettings())
-    registry = _bound(second)
+    registry = bound_registry(second)
     second.replaying = True  # type: ignore[attr-defined]  # as the host sets it
     for topic in second.restore_from:  # each topic whole, as the host reads it
         source = published if topic in (topics.CONTROL, topics.RISK_DECISION,
@@ -249,20 +239,20 @@ def test_nothing_is_counted_while_replaying_and_the_gauges_are_right_after_a_res
                 second.restore(Inbound(topic, key, m))
     second.restored()
     for outcome in ("approved", "reduced", "rejected"):
-        assert _value(registry, "meridian_risk_decisions_total", outcome=outcome) == 0
-    assert _value(registry, "meridian_risk_kill_switch") == 1
+        assert exported(registry, "meridian_risk_decisions_total", outcome=outcome) == 0
+    assert exported(registry, "meridian_risk_kill_switch") == 1
     assert second.book.positions == first.book.positions
     for key, position in second.book.positions.items():
         symbol = key.split(":")[1]
-        assert _value(registry, "meridian_risk_exposure_quote", symbol=symbol) == float(
+        assert exported(registry, "meridian_risk_exposure_quote", symbol=symbol) == float(
             abs(position.quantity) * second.book.marks[key])
-    assert _value(registry, "meridian_risk_equity_quote") == float(second.equity())
+    assert exported(registry, "meridian_risk_equity_quote") == float(second.equity())
     # replaying records (as after a rebalance) counts nothing either; live ones count again
     testing.feed(second, topics.CANDLE, items[cut:cut + 200])
-    assert sum(_value(registry, "meridian_risk_decisions_total", outcome=o)
+    assert sum(exported(registry, "meridian_risk_decisions_total", outcome=o)
                for o in ("approved", "reduced", "rejected")) == 0
     second.replaying = False  # type: ignore[attr-defined]
     later = _decisions(testing.feed(second, topics.CANDLE, items[cut + 200:]))
     assert later
-    assert sum(_value(registry, "meridian_risk_decisions_total", outcome=o)
+    assert sum(exported(registry, "meridian_risk_decisions_total", outcome=o)
                for o in ("approved", "reduced", "rejected")) == len(later)

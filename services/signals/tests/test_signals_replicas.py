@@ -6,37 +6,20 @@ replicas would keep serving the old one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
 
 from meridian.v1 import common_pb2, control_pb2
 from meridian_common import host, topics
-from meridian_common.bus.base import TopicPartition
-from meridian_common.bus.inprocess import InProcessBus, InProcessConsumer
 from meridian_common.host import ServiceHost, all_topic_configs, publish
 from meridian_common.metrics import NullSensor
-from meridian_common.testing import Running, until
+from meridian_common.testing import Running, SharedBus, until
 from meridian_signals.handler import SignalsHandler
 from meridian_signals.settings import SignalsSettings
 
 PARTITIONS = 3
 
-
-class SharedBus(InProcessBus):
-    """Consumers of one group get the given shares of the partitions, in the order made."""
-
-    def __init__(self, *shares: Iterable[TopicPartition]) -> None:
-        super().__init__(PARTITIONS)
-        self.shares = [set(s) for s in shares]
-        self.members: list[InProcessConsumer] = []
-
-    def consumer(self, group: str, topics: Sequence[str]) -> InProcessConsumer:
-        member = super().consumer(group, topics)
-        member.assign(self.shares[len(self.members)])
-        self.members.append(member)
-        return member
 
 
 class NoSideInputs(SignalsHandler):
@@ -62,7 +45,7 @@ async def _replicas_after_a_promotion(tmp_path: Path,
     # control.v1 has one partition: A gets features 0 and 1, B features 2 and control
     a_share = {(topics.FEATURES, 0), (topics.FEATURES, 1)}
     b_share = {(topics.FEATURES, 2), (topics.CONTROL, 0)}
-    bus = SharedBus(a_share, b_share)
+    bus = SharedBus(PARTITIONS, a_share, b_share)
     await bus.ensure_topics(all_topic_configs("", PARTITIONS))
     handlers = [kind(settings), kind(settings)]
     hosts = [ServiceHost(h, bus, group="signals") for h in handlers]

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf.message import Message
+from prometheus_client import CollectorRegistry
 
 from meridian.v1 import common_pb2
 from meridian_common import codec, topics, tracing
-from meridian_common.bus.base import Bus
+from meridian_common.bus.base import Bus, TopicPartition
+from meridian_common.bus.inprocess import InProcessBus, InProcessConsumer
 from meridian_common.handler import Handler, Inbound, Outbox
 
 if TYPE_CHECKING:
@@ -192,3 +198,48 @@ async def until(cond: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.002)
     raise AssertionError("condition not reached within 5 s")
+
+
+def bound_registry(handler: Handler) -> CollectorRegistry:
+    """A fresh registry with the handler's own series bound, as the host does before start."""
+    registry = CollectorRegistry()
+    handler.bind_metrics(registry)
+    return registry
+
+
+def exported(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """A sample's value; a series that is not exported fails the test by name, where None would
+    compare unequal without saying why."""
+    value = registry.get_sample_value(name, labels)
+    assert value is not None, f"{name}{labels} is not exported"
+    return value
+
+
+def sibling_module(test_file: str, name: str) -> ModuleType:
+    """Import the helper module `name`.py next to a test file: pytest runs with
+    --import-mode=importlib, so test directories are not packages and a plain import fails."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(test_file).with_name(f"{name}.py"))
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no helper module {name}.py next to {test_file}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+class SharedBus(InProcessBus):
+    """An in-process bus whose consumers, in the order they are made, get the given shares of
+    their group's partitions: replicas of one group (the in-process bus alone has one member
+    per group). Give disjoint shares; `InProcessConsumer.assign` moves one later (a rebalance)."""
+
+    def __init__(self, partitions: int, *shares: Iterable[TopicPartition]) -> None:
+        super().__init__(partitions)
+        self.shares = [set(s) for s in shares]
+        self.members: list[InProcessConsumer] = []
+
+    def consumer(self, group: str, topics: Sequence[str]) -> InProcessConsumer:
+        member = super().consumer(group, topics)
+        member.assign(self.shares[len(self.members)])
+        self.members.append(member)
+        return member
