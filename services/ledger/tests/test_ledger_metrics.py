@@ -81,7 +81,8 @@ def test_the_gauges_equal_the_rows_the_ledger_writes(tmp_path: Path) -> None:
     ledger = LedgerHandler(LedgerSettings(), None)
     registry = bound_registry(ledger)
     testing.feed(ledger, topics.CANDLE, _ledger_inputs(str(tmp_path / "models")))
-    batch = ledger.batch  # never flushed here: every row written so far
+    batch = ledger.batch  # every row written so far (no store: the flush only sets gauges)
+    asyncio.run(ledger.flush())  # the gauges follow each batch, as the host flushes it
     fills = Counter(row["symbol"] for row in batch.fills)
     assert len(batch.trades) > 5
     for symbol in ("BTCUSDT", "ETHUSDT"):
@@ -126,6 +127,7 @@ def test_one_symbol_equity_is_capital_plus_its_last_equity_row() -> None:
             (topics.FILL, common_pb2.Watermark(key=key, event_time_ms=t0 + hour))]):
         ledger.handle(Inbound(topic, key, msg, (topic, 0, i)), out)
     [row] = ledger.batch.equity
+    asyncio.run(ledger.flush())
     assert row["net_pnl"] == Decimal("-1015.05")  # 0.5 x (28000.5 - 30000) - 15.3
     assert exported(registry, "meridian_ledger_equity_quote") == float(CAPITAL + row["net_pnl"])
     assert exported(registry, "meridian_ledger_drawdown_ratio") == float(
@@ -171,8 +173,10 @@ def test_funding_paid_then_received_and_nothing_counted_while_replaying() -> Non
         ledger.handle(Inbound(topic, key, msg, (topic, 0, next(offsets))), out)
     # paid 2 x 110 x 0.0001 = 0.022, then received 2 x 100 x 0.0003 = 0.06
     assert [r["funding_paid"] for r in ledger.batch.equity][-1] == Decimal("-0.038")
+    equity_rows = ledger.batch.equity
+    asyncio.run(ledger.flush())
     assert exported(registry, "meridian_ledger_funding_quote_total") == -0.038
     assert exported(registry, "meridian_ledger_fills_total", symbol="BTCUSDT") == 0
     assert exported(registry, "meridian_ledger_fees_quote_total") == 0
-    curve = _account_curve(ledger.batch.equity)
+    curve = _account_curve(equity_rows)
     assert exported(registry, "meridian_ledger_equity_quote") == float(curve[-1])

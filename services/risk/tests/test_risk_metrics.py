@@ -82,6 +82,7 @@ def test_decisions_and_rejections_count_what_the_gate_published(tmp_path: Path) 
                                     price_spike_pct_per_min=Decimal(0)))
     registry = bound_registry(gate)
     out = testing.feed(gate, topics.CANDLE, _inputs(str(tmp_path / "models")))
+    asyncio.run(gate.flush())
     decisions = _decisions(out)
     rejected = [d for d in decisions if not d.approved]
     reduced = [d for d in decisions if _reduced(d)]
@@ -143,6 +144,7 @@ def _hour(gate: RiskHandler, hour: int, closes: dict[str, str],
         msg: Message = _signal(key, hour, signal[1]) if signal and signal[0] == key else \
             common_pb2.Watermark(key=key, event_time_ms=T0 + hour * HOUR)
         gate.handle(Inbound(topics.SIGNAL, key, msg), out)
+    asyncio.run(gate.flush())  # the gauges follow each batch, as the host flushes it
     return out.items
 
 
@@ -176,6 +178,7 @@ def test_breaker_and_kill_switch_gauges_through_an_escalation_and_a_clear() -> N
                                 kill_switch=control_pb2.KillSwitch(engaged=False, reason="ok",
                                                                    actor="ops"))
     gate.handle(Inbound(topics.CONTROL, "kill_switch", clear), Outbox("risk"))
+    asyncio.run(gate.flush())
     assert exported(registry, "meridian_risk_kill_switch") == 0
     # the clear re-bases the peak at the equity of the moment: no breaker acts any more
     assert set(_breakers(registry).values()) == {0}

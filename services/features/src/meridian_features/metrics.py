@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from meridian_common.metrics import Children
+
 
 class FeaturesMetrics:
     """Rows per symbol: ready ones, and those published not ready while indicators warm up."""
@@ -20,6 +22,7 @@ class FeaturesMetrics:
                               "Candles taken while indicators were still warming up (their "
                               "row is published with ready=false), per symbol.", ["symbol"],
                               registry=registry)
+        self._rows, self._warmup = Children(self.rows), Children(self.warmup)
 
     def known(self, symbol: str) -> None:
         """Start both counts of a symbol at 0 when it is first seen."""
@@ -27,4 +30,4 @@ class FeaturesMetrics:
         self.warmup.labels(symbol)
 
     def row(self, symbol: str, ready: bool) -> None:
-        (self.rows if ready else self.warmup).labels(symbol).inc()
+        (self._rows if ready else self._warmup)(symbol).inc()

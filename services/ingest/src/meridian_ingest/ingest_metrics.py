@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from meridian_common.marketdata import timeframe_ms
+from meridian_common.metrics import Children
 
 MODES = ("replay", "live", "backfill")
 KINDS = ("retryable", "fatal")
@@ -47,6 +48,8 @@ class IngestMetrics:
                                        "exhausted: the job stops).", ["kind"],
                                        registry=self.registry)
         self._newest: dict[tuple[str, str], int] = {}
+        self._candles = Children(self.candles)
+        self._last_candle = Children(self.last_candle)
         for kind in KINDS:
             self.exchange_errors.labels(kind)
         if timeframe is not None:
@@ -65,11 +68,11 @@ class IngestMetrics:
     def candle(self, symbol: str, mode: str, close_time_ms: int) -> None:
         """One closed candle published; the gauge only moves forward (a corrected older candle
         republished does not make the feed look stale)."""
-        self.candles.labels(symbol, mode).inc()
+        self._candles(symbol, mode).inc()
         key = (symbol, mode)
         if close_time_ms > self._newest.get(key, -1):
             self._newest[key] = close_time_ms
-            self.last_candle.labels(symbol, mode).set(close_time_ms / 1000)
+            self._last_candle(symbol, mode).set(close_time_ms / 1000)
 
     def gap_detected(self, symbol: str) -> None:
         self.gaps_detected.labels(symbol).inc()

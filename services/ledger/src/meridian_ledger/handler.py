@@ -152,7 +152,7 @@ class LedgerHandler(Handler):
                                                    ZERO)
 
     def _observe(self) -> None:
-        """The account gauges from the books (after each mark, and once the state is loaded)."""
+        """The account gauges from the books (after each batch, and once the state is loaded)."""
         if self.metrics is None:
             return
         books = [st.book for st in self.symbols.values()]
@@ -333,7 +333,6 @@ class LedgerHandler(Handler):
         self.marks += 1
         st.net = net
         self.curve.mark(key, t, net)
-        self._observe()
         self.batch.equity.append({
             "account": account, "exchange": st.exchange, "symbol": st.symbol, "ts": _ts(t),
             "quantity": book.quantity, "mark_price": mark, "realized_pnl": book.realized_pnl,
@@ -359,6 +358,7 @@ class LedgerHandler(Handler):
         ), cause=trace)
 
     async def flush(self) -> None:
+        self._observe()  # per batch: per mark, the gauges cost the replay more than the books
         if not self.batch:
             return
         batch, self.batch = self.batch, Batch()

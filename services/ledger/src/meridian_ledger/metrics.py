@@ -11,6 +11,7 @@ Money is Decimal in the ledger; a series holds a float copy.
 
 from __future__ import annotations
 
+from collections import deque
 from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -64,14 +65,14 @@ class AccountCurve:
         self.capital = capital
         self.peak = capital
         self._final: dict[str, Decimal] = {}  # each symbol's net at the final time
-        self._waiting: dict[str, list[tuple[int, Decimal]]] = {}  # later marks, in time order
+        self._waiting: dict[str, deque[tuple[int, Decimal]]] = {}  # later marks, in time order
         self._last: dict[str, int] = {}  # each symbol's last marked time (-1: none yet)
         self._done = -1  # points up to here are in the peak
 
     def track(self, key: str) -> None:
         """A symbol the curve waits for: its marks complete the points from now on."""
         self._last.setdefault(key, -1)
-        self._waiting.setdefault(key, [])
+        self._waiting.setdefault(key, deque())
         self._final.setdefault(key, Decimal(0))
 
     def restore(self, key: str, last_ms: int, net: Decimal) -> None:
@@ -91,11 +92,24 @@ class AccountCurve:
         frontier = min(self._last.values())
         if frontier <= self._done:
             return
-        times = sorted({t for marks in self._waiting.values() for t, _ in marks
-                        if self._done < t <= frontier})
-        for t in times:
-            for k, marks in self._waiting.items():
-                while marks and marks[0][0] <= t:
-                    self._final[k] = marks.pop(0)[1]
-            self.peak = max(self.peak, self.capital + sum(self._final.values(), Decimal(0)))
+        # Each symbol's marks are in time order: the next point is the earliest head, and a
+        # point moves only the symbols marked at its time (O(symbols) per point, never a scan
+        # of everything waiting: a symbol far ahead of another leaves long queues).
+        total = self._take(self._done, sum(self._final.values(), Decimal(0)))  # no new point
+        while True:
+            t = min((marks[0][0] for marks in self._waiting.values() if marks),
+                    default=frontier + 1)
+            if t > frontier:
+                break
+            total = self._take(t, total)
+            self.peak = max(self.peak, self.capital + total)
         self._done = frontier
+
+    def _take(self, upto: int, total: Decimal) -> Decimal:
+        """Make every mark at or before `upto` final; the new sum of the final nets."""
+        for k, marks in self._waiting.items():
+            while marks and marks[0][0] <= upto:
+                net = marks.popleft()[1]
+                total += net - self._final[k]
+                self._final[k] = net
+        return total
