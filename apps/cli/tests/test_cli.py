@@ -48,3 +48,15 @@ def test_readme_documents_every_variable() -> None:
         prefix = klass.model_config["env_prefix"].upper()
         for name in klass.model_fields:
             assert f"`{prefix}{name.upper()}`" in readme, f"{prefix}{name.upper()} missing"
+
+
+def test_readme_configuration_table_is_the_printed_one(meridian) -> None:
+    """Every row `meridian config` prints is in the README word for word: a default or a
+    meaning changed in the code without the table drifts otherwise (two rows had)."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    proc = meridian("config")
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| `MERIDIAN_")]
+    assert rows
+    stale = [row for row in rows if row not in readme]
+    assert not stale, "README configuration table differs from `meridian config`:\n" + \
+        "\n".join(stale)
