@@ -8,6 +8,8 @@ delivered (it once saw the shared delivery futures cancelled by a cancelled `gat
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 
 import pytest
 
@@ -37,3 +39,15 @@ def test_a_cancelled_flusher_does_not_cancel_the_others(kafka_bootstrap: str,
                                                        topic_prefix: str) -> None:
     records, ends = asyncio.run(_scenario(kafka_bootstrap, topic_prefix + "flush"))
     assert ends == [records]
+
+
+async def test_a_producer_that_never_sent_leaves_no_client_open(kafka_bootstrap: str) -> None:
+    """A service that published nothing stops without aiokafka's "Unclosed AIOKafkaProducer"
+    (the client was made at construction and never started): it is made at the first send."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        producer = KafkaBus(kafka_bootstrap).producer()
+        await producer.stop()
+        del producer
+        gc.collect()
+    assert not [w for w in caught if "Unclosed AIOKafkaProducer" in str(w.message)]

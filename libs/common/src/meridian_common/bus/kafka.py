@@ -185,30 +185,31 @@ class KafkaPartitionReader(PartitionReader):
 
 class KafkaProducer(Producer):
     def __init__(self, bootstrap: str, client_id: str, linger_ms: int = 5) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=linger_ms,
-            max_batch_size=512 * 1024,
-        )
-        self._started = False
+        self._options = {"bootstrap_servers": bootstrap, "client_id": client_id,
+                         "enable_idempotence": True, "acks": "all", "linger_ms": linger_ms,
+                         "max_batch_size": 512 * 1024}
+        # made at the first send: a client made and never started (a service that published
+        # nothing) logs "Unclosed AIOKafkaProducer" when it is collected
+        self._producer: AIOKafkaProducer | None = None
         self._start_lock = asyncio.Lock()
         self._pending: list[asyncio.Future[object]] = []
 
-    async def _ensure(self) -> None:
-        if self._started:
-            return
+    async def _ensure(self) -> AIOKafkaProducer:
         async with self._start_lock:  # concurrent first sends must start the client once
-            if not self._started:
-                await self._producer.start()
-                self._started = True
+            if self._producer is None:
+                producer = AIOKafkaProducer(**self._options)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # closes what start opened before it failed
+                    raise
+                self._producer = producer
+        return self._producer
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: Headers = ()) -> None:
-        await self._ensure()
-        fut = await self._producer.send(topic, value=value, key=key, headers=list(headers))
+        producer = self._producer or await self._ensure()
+        fut = await producer.send(topic, value=value, key=key, headers=list(headers))
         self._pending.append(fut)
 
     async def flush(self) -> None:
@@ -226,10 +227,10 @@ class KafkaProducer(Producer):
                 raise fut.exception()  # type: ignore[misc]
 
     async def stop(self) -> None:
-        if self._started:
+        if self._producer is not None:
             await self.flush()
             await self._producer.stop()
-            self._started = False
+            self._producer = None
 
 
 class KafkaConsumer(Consumer):
