@@ -6,12 +6,8 @@ follows. Tokens never reach the service's logs; SIGTERM stops it cleanly."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +18,7 @@ from meridian_common import topics
 from meridian_common.bus.base import Bus
 from meridian_common.bus.kafka import KafkaBus
 from meridian_common.host import all_topic_configs
+from meridian_common.testing import free_port, service_process
 
 pytestmark = pytest.mark.integration
 
@@ -29,46 +26,18 @@ WRITE = "it-write-token-5f1c9a7e2b"
 READ = "it-read-token-0d3e8b6a41"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def api(kafka_bootstrap: str, topic_prefix: str,
         tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     """The service in its own process; yields (base URL, process, its stderr file)."""
-    port = _free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")},
-           "MERIDIAN_BUS": "kafka", "MERIDIAN_KAFKA_BOOTSTRAP": kafka_bootstrap,
+    port = free_port()
+    env = {"MERIDIAN_BUS": "kafka", "MERIDIAN_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "MERIDIAN_TOPIC_PREFIX": topic_prefix, "MERIDIAN_CONTROL_PORT": str(port),
            "MERIDIAN_CONTROL_TOKEN": WRITE, "MERIDIAN_CONTROL_READ_TOKEN": READ}
     logs = tmp_path / "control.log"
-    with logs.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "meridian_control"], env=env, text=True,
-                                stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, logs.read_text()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the control plane did not start in 60 s"
-            time.sleep(0.1)
+    with service_process("meridian_control", env, logs, f"{base}/health") as proc:
         yield base, proc, logs
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_engage_restore_clear_over_http(

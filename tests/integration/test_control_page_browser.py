@@ -18,7 +18,6 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from meridian_cli.settings import PipelineSettings
 from meridian_common.bus.base import Bus
 from meridian_common.bus.kafka import KafkaBus
 from meridian_common.host import all_topic_configs
+from meridian_common.testing import free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +46,6 @@ SLICE = {"MERIDIAN_INGEST_SYMBOLS": "BTCUSDT,ETHUSDT", "MERIDIAN_INGEST_START": 
          "MERIDIAN_INGEST_END": "2021-01-18T20:00:00"}  # ends with ETH long, BTC flat
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C element reference key
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_http(url: str, proc: subprocess.Popen[Any], logs: Path, what: str) -> None:
@@ -65,15 +60,6 @@ def _wait_http(url: str, proc: subprocess.Popen[Any], logs: Path, what: str) -> 
         assert time.monotonic() < deadline, f"{what} did not start in 60 s"
         time.sleep(0.1)
 
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ------------------------------------------------------------------------------ WebDriver
@@ -161,7 +147,7 @@ def _chromium() -> tuple[str, str]:
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Browser]:
     binary, driver = _chromium()
-    port = _free_port()
+    port = free_port()
     logs = tmp_path / "chromedriver.log"
     with logs.open("w") as sink:
         proc = subprocess.Popen([driver, f"--port={port}"], stdout=sink,
@@ -175,7 +161,7 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
             session.screenshot(tmp_path / "page.png")
             session.close()
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 # ------------------------------------------------------------------------------ the service
@@ -193,7 +179,7 @@ def ledger(new_database: Callable[[str], str]) -> str:
 def service(ledger: str, kafka_bootstrap: str, topic_prefix: str,
             tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     """`python -m meridian_control` on a free port; yields (base URL, process, its log)."""
-    port = _free_port()
+    port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")},
            "MERIDIAN_BUS": "kafka", "MERIDIAN_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "MERIDIAN_TOPIC_PREFIX": topic_prefix, "MERIDIAN_DATABASE_URL": ledger,
@@ -208,7 +194,7 @@ def service(ledger: str, kafka_bootstrap: str, topic_prefix: str,
         _wait_http(f"{base}/health", proc, logs, "the control plane")
         yield base, proc, logs
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:

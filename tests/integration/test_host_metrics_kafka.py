@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import urllib.request
 
@@ -18,6 +17,7 @@ from meridian_common.health import Health
 from meridian_common.host import ServiceHost, all_topic_configs, publish
 from meridian_common.marketdata import RawCandle, make_candle
 from meridian_common.metrics import NullSensor, PrometheusSensor, serve
+from meridian_common.testing import free_port
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 
@@ -69,11 +69,6 @@ async def test_kafka_consumer_lag_is_end_offset_minus_position_per_partition(
         await consumer.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _get(port: int, path: str) -> tuple[int, str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
@@ -88,7 +83,7 @@ async def test_host_series_and_probes_over_kafka(
     handler = FeaturesHandler(FeaturesSettings(cross_asset=False))
     h = ServiceHost(handler, bus, prefix=topic_prefix, sensor=sensor, batch=25,
                     health=Health("features", on_ready=sensor.ready))
-    port = _free_port()
+    port = free_port()
     server = serve(port, sensor, "127.0.0.1", health=h.health)
     assert server is not None
     stop = asyncio.Event()

@@ -7,7 +7,6 @@ bus; and a ledger restarted on that database reads the same account gauges befor
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import urllib.request
 from collections import Counter
@@ -24,6 +23,7 @@ from meridian.v1 import candle_pb2, order_event_pb2
 from meridian_cli.kafka_run import CONSUMERS, KafkaPipeline
 from meridian_common import config, db, orders, testing, topics
 from meridian_common.bus.kafka import KafkaBus
+from meridian_common.testing import free_port
 from meridian_ingest import commands
 from meridian_ingest.settings import IngestSettings
 from meridian_ledger.handler import LedgerHandler
@@ -42,11 +42,6 @@ SCRAPED = ("risk", "execution", "ledger")
 CAPITAL = Decimal(10000)
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> Samples:
@@ -172,7 +167,7 @@ def test_domain_series_agree_with_the_database(
         tmp_path: Path) -> None:
     url = new_database("metrics")
     prefix = f"{topic_prefix}m."
-    ports = {name: _free_port() for name in SCRAPED}
+    ports = {name: free_port() for name in SCRAPED}
     base = {**SLICE, "MERIDIAN_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "MERIDIAN_TOPIC_PREFIX": prefix, "MERIDIAN_DATABASE_URL": url}
     candles = _candles()

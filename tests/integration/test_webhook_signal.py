@@ -24,11 +24,6 @@ order fills at the open of the first candle opening at or after its event time.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +38,7 @@ from meridian_common.bus.kafka import KafkaBus
 from meridian_common.host import ServiceHost, all_topic_configs, publish
 from meridian_common.marketdata import CsvCandleSource, default_data_dir, make_candle
 from meridian_common.metrics import NullSensor
-from meridian_common.testing import read_topic
+from meridian_common.testing import free_port, read_topic, service_process, stop_process
 from meridian_execution.handler import ExecutionHandler
 from meridian_execution.settings import ExecutionSettings
 from meridian_risk.handler import RiskHandler
@@ -60,47 +55,23 @@ BTC, ETH = "binance:BTCUSDT", "binance:ETHUSDT"
 WAIT_S = 60
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def control_plane(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[str]:
     """The control plane in its own process, webhook enabled; yields its base URL."""
-    port = _free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")},
-           "MERIDIAN_BUS": "kafka", "MERIDIAN_KAFKA_BOOTSTRAP": kafka_bootstrap,
+    port = free_port()
+    env = {"MERIDIAN_BUS": "kafka", "MERIDIAN_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "MERIDIAN_TOPIC_PREFIX": topic_prefix, "MERIDIAN_CONTROL_PORT": str(port),
            "MERIDIAN_CONTROL_TOKEN": TOKEN, "MERIDIAN_CONTROL_WEBHOOK_SECRET": SECRET}
     logs = tmp_path / "control.log"
-    with logs.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "meridian_control"], env=env, text=True,
-                                stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            assert proc.poll() is None, logs.read_text()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the control plane did not start"
-            time.sleep(0.1)
+    with service_process("meridian_control", env, logs, f"{base}/health",
+                         wait_s=WAIT_S) as proc:
         yield base
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, logs.read_text()
-        text = logs.read_text()
-        assert "webhook alert: accepted" in text
-        assert SECRET not in text
-        assert TOKEN not in text
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert stop_process(proc) == 0, logs.read_text()
+    text = logs.read_text()
+    assert "webhook alert: accepted" in text
+    assert SECRET not in text
+    assert TOKEN not in text
 
 
 def _rows(symbol: str) -> list[Any]:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import math
+import os
+import signal
+import socket
+import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -243,3 +249,51 @@ class SharedBus(InProcessBus):
         member.assign(self.shares[len(self.members)])
         self.members.append(member)
         return member
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM, as an orchestrator stops a service (killed after 30 s); its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+@contextmanager
+def service_process(module: str, env: Mapping[str, str], logs: Path, health_url: str,
+                    wait_s: float = 60.0) -> Iterator[subprocess.Popen[str]]:
+    """`python -m <module>` in its own process with only the given MERIDIAN_* variables (the
+    caller's would fail its start as unknown), output in `logs`; yielded once `health_url`
+    answers 200, stopped with SIGTERM on exit unless the caller stopped it already."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+    with logs.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", module], env={**clean, **env}, text=True,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + wait_s
+        while not _answers(health_url):
+            assert proc.poll() is None, logs.read_text()
+            assert time.monotonic() < deadline, f"{module} did not start in {wait_s:.0f} s"
+            time.sleep(0.1)
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (loopback test URL)
+            return bool(response.status == 200)
+    except OSError:  # refused, reset, timed out, or an HTTP error status
+        return False
