@@ -14,6 +14,7 @@ from meridian.v1 import (
     funding_pb2,
     order_approved_pb2,
     order_event_pb2,
+    order_intent_pb2,
     portfolio_pb2,
     risk_decision_pb2,
     signal_pb2,
@@ -57,6 +58,11 @@ SAMPLES: dict[str, Message] = {
         meta=_meta(), client_order_id="mrd-1", signal_id="sig-1", exchange="binance",
         symbol="BTCUSDT", side=common_pb2.SIDE_BUY,
         order_type=order_approved_pb2.ORDER_TYPE_MARKET, quantity="0.02853"),
+    topics.ORDER_INTENT: order_intent_pb2.OrderIntent(
+        meta=_meta("intent:g1-1-2"), exchange="binance", symbol="BTCUSDT", strategy="bot:g1",
+        client_order_id="g1-1-2", action=order_approved_pb2.ORDER_ACTION_PLACE,
+        side=common_pb2.SIDE_BUY, order_type=order_approved_pb2.ORDER_TYPE_LIMIT,
+        quantity="0.01", limit_price="33400", reason="grid-buy"),
     topics.ORDER_EVENT: order_event_pb2.OrderEvent(
         meta=_meta(), client_order_id="mrd-1", exchange="binance", symbol="BTCUSDT",
         status=order_event_pb2.ORDER_STATUS_OPEN, sequence=1, quantity="0.02853"),

@@ -29,8 +29,9 @@ from meridian_risk.settings import RiskSettings
 KEY = "binance:BTCUSDT"
 HOUR = 3_600_000
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % HOUR)
-RULES = ["strategy.direction", "strategy.max_trades_per_day", "strategy.cooldown",
-         "strategy.max_drawdown", "order.nonzero", "order.min_notional", "order.precision",
+RULES = ["strategy.direction", "strategy.owner", "strategy.max_trades_per_day",
+         "strategy.cooldown", "strategy.max_drawdown", "order.nonzero", "order.reduce_only",
+         "order.min_notional", "order.precision",
          "order.max_notional", "order.max_leverage", "order.margin",
          "position.stop_loss_required", "position.stop_before_liquidation",
          "position.max_notional", "portfolio.max_exposure", "portfolio.asset_exposure",

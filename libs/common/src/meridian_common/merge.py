@@ -10,7 +10,9 @@ A stream is a (topic, key) pair. Its progress is the event time of its latest re
 Watermark, which the producers promise never to go back on. Two assumptions, both true of the
 producers in this repo, make the order exact: a stream carries at most one record per event
 time (one signal or watermark per features row, one candle per open), and a stream's first
-record arrives before the merge has released past its event time. A record that breaks the
+record arrives before the merge has released past its event time. A stream with several
+records per event time (a bot's orders on one candle, one candle's fills) says so per record,
+`hold(..., reached=t - 1)`, and closes each time with a Watermark at t. A record that breaks the
 second (a stream that appears late, a candle correction) is released at once and counted as
 late: it cannot be put back in order, and holding it would stall nothing but itself.
 
@@ -57,10 +59,15 @@ class EventTimeMerge(Generic[T]):
             self._progress[stream] = event_time_ms
 
     def hold(self, stream: Stream, event_time_ms: int, rank: int, item: T,
-             position: Position = ("", 0, -1)) -> bool:
+             position: Position = ("", 0, -1), *, reached: int | None = None) -> bool:
         """Take a record (and its stream's progress); False when it is late, i.e. behind what
-        was already released: the caller handles it at once."""
-        self.advance(stream, event_time_ms)
+        was already released: the caller handles it at once.
+
+        reached: the stream's progress the record proves (default: its event time). A stream
+        that carries several records per event time (a bot's orders on one candle, the fills
+        of one candle) passes `event_time_ms - 1` and closes each time with a Watermark, so
+        its first record at t cannot release t before the others have arrived."""
+        self.advance(stream, event_time_ms if reached is None else reached)
         if event_time_ms < self.released_to:
             self.late += 1
             return False

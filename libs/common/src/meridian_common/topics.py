@@ -20,6 +20,7 @@ from meridian.v1 import (
     funding_pb2,
     order_approved_pb2,
     order_event_pb2,
+    order_intent_pb2,
     portfolio_pb2,
     risk_decision_pb2,
     signal_pb2,
@@ -29,6 +30,7 @@ CANDLE = "md.candle.v1"
 FUNDING = "md.funding.v1"
 FEATURES = "features.v1"
 SIGNAL = "signal.v1"
+ORDER_INTENT = "order.intent.v1"
 RISK_DECISION = "risk.decision.v1"
 ORDER_APPROVED = "order.approved.v1"
 ORDER_EVENT = "order.event.v1"
@@ -61,19 +63,24 @@ TOPICS: dict[str, TopicSpec] = {
     spec.name: spec
     for spec in (
         TopicSpec(CANDLE, candle_pb2.Candle, "ingest",
-                  ("features", "risk", "execution", "ledger"),
+                  ("features", "risk", "execution", "ledger", "bots"),
                   "exchange:symbol", history=True),
         TopicSpec(FUNDING, funding_pb2.FundingRate, "ingest", ("features", "ledger"),
                   "exchange:symbol", sparse=True, history=True),
         TopicSpec(FEATURES, features_pb2.Features, "features", ("signals",), "exchange:symbol"),
         TopicSpec(SIGNAL, signal_pb2.Signal, "signals", ("risk",), "exchange:symbol", sparse=True),
-        TopicSpec(RISK_DECISION, risk_decision_pb2.RiskDecision, "risk", ("ledger",),
-                  "exchange:symbol"),
+        TopicSpec(ORDER_INTENT, order_intent_pb2.OrderIntent, "bots", ("risk",),
+                  "exchange:symbol", sparse=True),
+        # Watermarks only while the gate takes bots' intents (risk intents=true): the bots host
+        # needs to know it has every decision on its orders up to a time.
+        TopicSpec(RISK_DECISION, risk_decision_pb2.RiskDecision, "risk", ("ledger", "bots"),
+                  "exchange:symbol", sparse=True),
         TopicSpec(ORDER_APPROVED, order_approved_pb2.ApprovedOrder, "risk", ("execution",),
                   "exchange:symbol", sparse=True),
         TopicSpec(ORDER_EVENT, order_event_pb2.OrderEvent, "execution", ("risk",),
                   "exchange:symbol"),
-        TopicSpec(FILL, fill_pb2.Fill, "execution", ("ledger",), "exchange:symbol", sparse=True),
+        TopicSpec(FILL, fill_pb2.Fill, "execution", ("ledger", "bots"), "exchange:symbol",
+                  sparse=True),
         TopicSpec(PORTFOLIO, portfolio_pb2.PositionUpdate, "ledger", ("control-plane",),
                   "account:exchange:symbol", compacted=True),
         TopicSpec(CONTROL, control_pb2.Control, "control-plane", ("all",), "command subject",

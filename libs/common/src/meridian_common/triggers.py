@@ -52,6 +52,11 @@ Limit orders (`RestingLimit`, per candle by `RestingLimit.on_candle`):
 - no partial fills: the whole quantity fills on the crossing candle. The candle's volume says
   nothing about how much traded at our price after our place in the queue; partial fills are
   modelled on the live path only.
+- several limit orders filling on one candle are taken in `path_order`: the fills at the open
+  first (that price came first), then the buys from the highest limit down, then the sells from
+  the lowest limit up. The path inside the candle is unknown; low before high is the worse order
+  for a long book (a buy further down fills before a take-profit above can). The paper executor
+  and the bots' simulation both sort by it, so their fills (and what reacts to them) agree.
 
 Nothing here reads anything but the candle it is given (and the state from earlier candles).
 """
@@ -282,3 +287,17 @@ class RestingLimit(Generic[Num]):
         if self.expires_after is not None and seen >= self.expires_after:
             return None, None
         return None, replace(self, seen=seen)
+
+
+def path_order(side: int, limit: Num, hit: Hit[Num]) -> tuple[int, Num]:
+    """Sort key of a limit order's fill inside its candle (module docstring, "Limit orders").
+
+    Fills at the open come first and keep the order they are given in (sort with the stable
+    `sorted`, in placement order), then buys from the highest limit down, then sells from the
+    lowest limit up; equal limits keep the placement order too.
+    """
+    if hit.at_open:
+        return (0, limit * 0)
+    if side == common_pb2.SIDE_BUY:
+        return (1, -limit)
+    return (2, limit)

@@ -34,6 +34,7 @@ from meridian.v1 import (
     control_pb2,
     order_approved_pb2,
     order_event_pb2,
+    order_intent_pb2,
     risk_decision_pb2,
     signal_pb2,
 )
@@ -42,18 +43,22 @@ from meridian_common.config import ConfigError
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.merge import EventTimeMerge
 from meridian_common.money import MONEY_CONTEXT, ZERO, dec, to_str
+from meridian_common.triggers import RestingLimit
 from meridian_risk import metrics
 from meridian_risk.active import ActiveConfig, ActiveConfigStore, resolve
 from meridian_risk.book import Book
 from meridian_risk.breakers import BREAKERS, Breakers, Change, Level
 from meridian_risk.ledger import Ledger
 from meridian_risk.market import Market
-from meridian_risk.rules import RULE_NAMES, Context, evaluate, parse_stop, propose
+from meridian_risk.resting import RestingBook, RestingOrder
+from meridian_risk.rules import RULE_NAMES, Context, Proposal, evaluate, parse_stop, propose
 from meridian_risk.settings import RiskSettings
 
 log = logging.getLogger(__name__)
 
-CANDLE_RANK, SIGNAL_RANK = 0, 1
+CANDLE_RANK, SIGNAL_RANK, INTENT_RANK = 0, 1, 2
+PLACE, CANCEL = order_approved_pb2.ORDER_ACTION_PLACE, order_approved_pb2.ORDER_ACTION_CANCEL
+LIMIT = order_approved_pb2.ORDER_TYPE_LIMIT
 ACTOR = "risk"
 # Order outcomes the error-rate breaker counts as failures.
 FAILED = (order_event_pb2.ORDER_STATUS_REJECTED, order_event_pb2.ORDER_STATUS_UNKNOWN)
@@ -79,8 +84,16 @@ class _Signal:
     price: Decimal
 
 
-# what the merge holds: a candle or signal with the trace context of its record
-_Held = tuple[_Candle | _Signal, TraceContext | None]
+@dataclass(frozen=True, slots=True)
+class _Intent:
+    key: str
+    intent: order_intent_pb2.OrderIntent
+    quantity: Decimal  # 0 for a cancel
+    limit: Decimal | None  # None: a market order or a cancel
+
+
+# what the merge holds: a candle, signal or intent with the trace context of its record
+_Held = tuple[_Candle | _Signal | _Intent, TraceContext | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +130,21 @@ class _Booked:
     order_id: str
     reduce_only: bool
     guard: _Guarded | None = None
+    action: int = PLACE
+    limit: Decimal | None = None  # a bot's limit order: rests in the mirror until it fills
+    side: int = common_pb2.SIDE_UNSPECIFIED
+    at_mark: bool = False  # a bot's market order: booked at the mark when it was approved
+
+
+def _asked(intent_id: str, time_ms: int) -> str:
+    """What makes an intent decided: its id at its time."""
+    return f"{intent_id}@{time_ms}"
 
 
 class RiskHandler(Handler):
     name = "risk"
-    inputs = (topics.CANDLE, topics.SIGNAL, topics.ORDER_EVENT, topics.CONTROL)
+    inputs = (topics.CANDLE, topics.SIGNAL, topics.ORDER_INTENT, topics.ORDER_EVENT,
+              topics.CONTROL)
     outputs = (topics.RISK_DECISION, topics.ORDER_APPROVED, topics.CONTROL)
     # What survives a restart: the kill switch and the breaker level (control.v1, compacted);
     # the signals already decided and their prices (risk.decision.v1); the book and each
@@ -149,15 +172,20 @@ class RiskHandler(Handler):
         # stop-loss / take-profit per open position: closed in the book on the candle that
         # triggers them (`meridian_common.protection`), where the executor fills the exit
         self.protect: dict[str, protection.Guard] = {}
+        # bots' limit orders approved and not filled yet (resting.py)
+        self.resting = RestingBook()
         self.stopped = 0
         self.breakers = Breakers(settings)
         self.merge: EventTimeMerge[_Held] = EventTimeMerge(settings.merge_grace_s)
         self.kill_switch = False
-        self.decided: set[str] = set()  # signal ids
+        # signal ids; intents as "<intent id>@<event time>": a bot may ask again under the
+        # same client order id after a refusal (a later time), which is a new question
+        self.decided: set[str] = set()
         self.forwarded: dict[str, int] = {}  # key -> last order.approved Watermark
         self.keys: set[str] = set()
         self._key_order: tuple[str, ...] = ()
         self._forwarded_at = (-1, 0)  # (release point, number of keys) last forwarded
+        self._decided_to = -1  # the Watermarks' time: everything at or before it is decided
         self.approved = 0
         self.rejected = 0
         self.late = 0
@@ -235,12 +263,22 @@ class RiskHandler(Handler):
                 self._order_event(msg.message)  # type: ignore[arg-type]
             return
         t = msg.event_time_ms
+        if self._not_merged(msg, out):
+            return
         if key not in self.keys:
             self._new_key(topic, key, t, msg.is_watermark)
         if msg.is_watermark:
             self.merge.advance((topic, key), t)
         elif topic == topics.CANDLE:
             self._take(msg, self._parse_candle(key, msg.message), CANDLE_RANK, out)  # type: ignore[arg-type]
+        elif topic == topics.ORDER_INTENT:
+            intent: order_intent_pb2.OrderIntent = msg.message  # type: ignore[assignment]
+            if _asked(intent.meta.id, t) in self.decided:
+                self.merge.advance((topic, key), t - 1)  # decided before a restart
+            else:
+                # several intents per candle: the stream reaches t with its Watermark only
+                self._take(msg, self._parse_intent(key, intent), INTENT_RANK, out,
+                           reached=t - 1)
         else:
             signal: signal_pb2.Signal = msg.message  # type: ignore[assignment]
             if signal.meta.id in self.decided:
@@ -249,20 +287,45 @@ class RiskHandler(Handler):
                 self._take(msg, self._parse_signal(key, signal), SIGNAL_RANK, out)
         self._release(out)
 
-    def _new_key(self, topic: str, key: str, t: int, is_watermark: bool) -> None:
-        """A symbol's first record: both its streams are expected from now on, so neither can
-        run ahead while the other has not shown up (the signals service behind ingest, or the
-        signal partitions read before the candle ones).
+    def _not_merged(self, msg: Inbound, out: Outbox) -> bool:
+        """A record of an input the gate is configured not to wait for: handled here (True)."""
+        if msg.topic == topics.ORDER_INTENT and not self.settings.intents:
+            if msg.is_watermark:
+                return True  # a bots host the gate does not listen to: never waited for
+            raise InvalidMessage("order.intent.v1 record while the gate does not take bots' "
+                                 "intents (set MERIDIAN_RISK_INTENTS=true)")
+        if msg.topic == topics.SIGNAL and not self.settings.signals:
+            if not msg.is_watermark:  # no signals service to wait for: decided as it comes
+                signal: signal_pb2.Signal = msg.message  # type: ignore[assignment]
+                if signal.meta.id not in self.decided:
+                    self._dispatch(self._parse_signal(msg.key, signal), out)
+            return True
+        return False
 
-        Candles imply signals (every candle becomes a features row, every row a signal or a
-        Watermark): a first candle at close c can lead to signals at c, not before; a candle
-        Watermark at t promises none at or before t. Signals imply candles but not how far
-        they have arrived: a first signal expects the candles from the start (-1)."""
+    def _new_key(self, topic: str, key: str, t: int, is_watermark: bool) -> None:
+        """A symbol's first record: all its streams are expected from now on (candles, and
+        signals and bots' intents when the gate takes them), so none can run ahead while
+        another has not shown up (the signals service behind ingest, or the signal partitions
+        read before the candle ones).
+
+        Candles imply signals and intents (every candle becomes a features row, every row a
+        signal or a Watermark; the bots host answers every candle): a first candle at close c
+        can lead to them at c, not before; a candle Watermark at t promises none at or before
+        t. Signals and intents imply candles but not how far they have arrived: their first
+        record expects the others from the start (-1)."""
         self.keys.add(key)
-        if topic == topics.CANDLE:
-            self.merge.advance((topics.SIGNAL, key), t if is_watermark else t - 1)
-        elif not self.merge.knows((topics.CANDLE, key)):
-            self.merge.advance((topics.CANDLE, key), -1)
+        expected = [topics.CANDLE]
+        if self.settings.signals:
+            expected.append(topics.SIGNAL)
+        if self.settings.intents:
+            expected.append(topics.ORDER_INTENT)
+        for stream in expected:
+            if stream == topic or self.merge.knows((stream, key)):
+                continue
+            if topic == topics.CANDLE:
+                self.merge.advance((stream, key), t if is_watermark else t - 1)
+            else:
+                self.merge.advance((stream, key), -1)
 
     def _parse_candle(self, key: str, candle: candle_pb2.Candle) -> _Candle:
         try:
@@ -284,7 +347,31 @@ class RiskHandler(Handler):
                                  "positive")
         return _Signal(key, signal, price)
 
-    def _take(self, msg: Inbound, item: _Candle | _Signal, rank: int, out: Outbox) -> None:
+    def _parse_intent(self, key: str, intent: order_intent_pb2.OrderIntent) -> _Intent:
+        """Checked before it is held, every error naming the field."""
+        name = f"intent {intent.meta.id!r}"
+        if not intent.client_order_id:
+            raise InvalidMessage(f"{name}: OrderIntent.client_order_id is empty")
+        if intent.action == CANCEL:
+            return _Intent(key, intent, ZERO, None)
+        if intent.action != PLACE:
+            raise InvalidMessage(f"{name}: OrderIntent.action {intent.action} is not PLACE or "
+                                 "CANCEL")
+        if intent.side not in (common_pb2.SIDE_BUY, common_pb2.SIDE_SELL):
+            raise InvalidMessage(f"{name}: OrderIntent.side {intent.side} is not BUY or SELL")
+        try:
+            quantity = dec(intent.quantity, "OrderIntent.quantity")
+            limit = (dec(intent.limit_price, "OrderIntent.limit_price")
+                     if intent.order_type == LIMIT else None)
+        except ValueError as exc:
+            raise InvalidMessage(f"{name}: {exc}") from None
+        if quantity <= 0 or (limit is not None and limit <= 0):
+            raise InvalidMessage(f"{name}: OrderIntent.quantity and limit_price must be "
+                                 f"positive, got {intent.quantity!r}, {intent.limit_price!r}")
+        return _Intent(key, intent, quantity, limit)
+
+    def _take(self, msg: Inbound, item: _Candle | _Signal | _Intent, rank: int, out: Outbox,
+              reached: int | None = None) -> None:
         """Validated before it is held: a record released later cannot be dead-lettered."""
         if isinstance(item, _Candle):
             last = self.market.symbols.get(item.key)
@@ -294,7 +381,7 @@ class RiskHandler(Handler):
                 self.merge.advance((msg.topic, msg.key), item.time_ms)
                 return
         if not self.merge.hold((msg.topic, msg.key), msg.event_time_ms, rank,
-                               (item, msg.trace_context), msg.position):
+                               (item, msg.trace_context), msg.position, reached=reached):
             self.late += 1
             log.warning("record behind the merge taken at once", extra={
                 "topic": msg.topic, "key": msg.key, "event_time_ms": msg.event_time_ms,
@@ -306,6 +393,16 @@ class RiskHandler(Handler):
             with tracing.caused_by(cause):
                 self._dispatch(item, out)
         upto = self.merge.released_to
+        if self.settings.intents:
+            # The bots loop (bots -> gate -> executor -> bots) needs to hear how far the gate
+            # has decided when the streams moved without records: the bots host's Watermark
+            # at a candle's open, for its first candle or after a gap in the candles, lets the
+            # executor evaluate that candle. Everything at or before the frontier is released
+            # and a stream's next record comes after its progress. Never back (a new key
+            # lowers the frontier). Limit: a symbol whose first record arrives after the
+            # frontier passed its times gets orders behind those Watermarks (counted late).
+            upto = max(upto, self.merge.frontier, self._decided_to)
+        self._decided_to = max(self._decided_to, upto)
         # every message comes here: look at the keys only when the release point or the key
         # set moved since the last look (keys only ever grow)
         if upto >= 0 and (upto, len(self.keys)) != self._forwarded_at:
@@ -314,6 +411,8 @@ class RiskHandler(Handler):
                 if self.forwarded.get(key, -1) < upto:
                     self.forwarded[key] = upto
                     out.watermark(topics.ORDER_APPROVED, key, upto)
+                    if self.settings.intents:  # the bots host waits for its decisions
+                        out.watermark(topics.RISK_DECISION, key, upto)
         if self.merge.held and not self._warned and (
                 self.merge.waited_s() >= self.settings.hold_warning_s):
             self._warned = True
@@ -328,9 +427,11 @@ class RiskHandler(Handler):
             self._key_order = tuple(sorted(self.keys))
         return self._key_order
 
-    def _dispatch(self, item: _Candle | _Signal, out: Outbox) -> None:
+    def _dispatch(self, item: _Candle | _Signal | _Intent, out: Outbox) -> None:
         if isinstance(item, _Candle):
             self._candle(item, out)
+        elif isinstance(item, _Intent):
+            self._intent(item, out)
         else:
             self._signal(item.key, item.signal, item.price, out)
 
@@ -371,8 +472,23 @@ class RiskHandler(Handler):
         log.info("position closed by its %s", hit.reason, extra={
             "key": key, "price": to_str(hit.price), "event_time_ms": candle.time_ms})
 
+    def _resting_fills(self, candle: _Candle) -> None:
+        """Book the bots' limit orders this candle fills, as the executor fills them (same
+        rule, same candle, same order), at the limit (or the open when marketable there)."""
+        for order, hit in self.resting.on_candle(candle.key, candle.open_ms, candle.open,
+                                                 candle.high, candle.low):
+            quantity = order.quantity
+            if order.reduce_only:  # capped to the position, as the executor caps it
+                quantity = min(quantity, abs(self.book.quantity(candle.key)))
+                if quantity <= 0:
+                    continue
+            delta = quantity if order.side == common_pb2.SIDE_BUY else -quantity
+            self._book(candle.key, order.strategy, delta, hit.price, candle.time_ms,
+                       order.client_order_id, order.reduce_only)
+
     def _candle(self, candle: _Candle, out: Outbox) -> None:
         self._protective(candle)
+        self._resting_fills(candle)
         change = self._mark(candle)
         if change is not None:
             self._announce(change, out)
@@ -396,7 +512,9 @@ class RiskHandler(Handler):
             self._close_all(t, f"breaker:{t}:{level}", change.reason, out)
 
     def _close_all(self, t: int, cause: str, reason: str, out: Outbox) -> None:
-        """Every open position closed, each by `_exit`."""
+        """Every bot's resting order canceled, then every open position closed, each by
+        `_exit`."""
+        self._cancel_resting(t, cause, f"close all: {reason}", out, entries_only=False)
         for key in sorted(self.book.positions):
             self._exit(key, t, f"close-all:{t}:{key}", cause, f"close all: {reason}", out)
 
@@ -417,6 +535,134 @@ class RiskHandler(Handler):
 
     # -- signals: decisions ---------------------------------------------------------------------
 
+    def _owner(self, key: str) -> str:
+        """The strategy holding the key: its open trade's, else its resting orders'."""
+        trade = self.ledger.open.get(key)
+        return trade.strategy if trade else self.resting.owner(key)
+
+    def _intent(self, item: _Intent, out: Outbox) -> None:
+        """A bot's order: a cancel always passes (it only takes risk away); a place is judged
+        by every rule like a signal's order, with the bot's own quantity (the gate does not
+        size it) and the worst case of the key's resting orders (every resting buy filled)."""
+        intent, key = item.intent, item.key
+        self.decided.add(_asked(intent.meta.id, intent.meta.event_time_ms))
+        t = intent.meta.event_time_ms
+        if intent.action == CANCEL:
+            self._cancel(key, intent.client_order_id, intent.strategy, t, intent.meta.id,
+                         f"canceled by {intent.strategy}: {intent.reason}", out)
+            return
+        buy = intent.side == common_pb2.SIDE_BUY
+        mark = self.book.marks.get(key)
+        price = item.limit if item.limit is not None else mark
+        if price is None:
+            self._reject_intent(item, "order.price", "a market order before the symbol's "
+                                "first candle: nothing to value it at", out)
+            return
+        current = self.book.quantity(key)
+        signed = item.quantity if buy else -item.quantity
+        pending = self.resting.exposure(key)
+        reduce_only = intent.reduce_only
+        target = current + signed if reduce_only else current + pending + signed
+        after = Book(dict(self.book.positions))
+        after.apply(key, signed, price)
+        pos = after.positions.get(key)
+        proposal = Proposal(intent.side, item.quantity, target, reduce_only,
+                            pos.entry if pos else ZERO)
+        settings = self.strategy_settings.get(intent.strategy, self.settings)
+        direction = (common_pb2.DIRECTION_FLAT if reduce_only else
+                     common_pb2.DIRECTION_LONG if buy else common_pb2.DIRECTION_SHORT)
+        ctx = Context(key=key, direction=direction, price=price, stop=None, stop_error="",
+                      confidence=1.0, proposal=proposal, book=self.book, settings=settings,
+                      rules=self.market_rules,
+                      limits_from=self.config_versions.get(intent.strategy, ""),
+                      kill_switch=self.kill_switch, strategy=intent.strategy, event_time_ms=t,
+                      ledger=self.ledger, breakers=self.breakers, market=self.market,
+                      lag_s=self.clock() - t / 1000, owner=self._owner(key),
+                      committed=self.resting.committed(key))
+        rules = evaluate(ctx)
+        approved = all(r.passed for r in rules)
+        decision = self._intent_decision(item, approved, rules, price)
+        if not approved:
+            self.rejected += 1
+            self._count(metrics.REJECTED, rules)
+            out.emit(topics.RISK_DECISION, key, decision)
+            return
+        self.approved += 1
+        self._count(metrics.APPROVED, rules)
+        coid = intent.client_order_id
+        if item.limit is not None:
+            self.resting.add(RestingOrder(key, intent.strategy, coid, intent.side,
+                                          item.quantity, reduce_only,
+                                          RestingLimit(intent.side, item.limit, t)))
+        else:  # a market order fills at the next open: booked now, as a signal's order
+            self._book(key, intent.strategy, signed, price, t, coid, reduce_only)
+        out.emit(topics.RISK_DECISION, key, decision)
+        out.emit(topics.ORDER_APPROVED, key, order_approved_pb2.ApprovedOrder(
+            meta=common_pb2.Meta(id=coid, cause_id=decision.meta.id, event_time_ms=t,
+                                 producer=self.name),
+            client_order_id=coid, signal_id=intent.meta.id, exchange=intent.exchange,
+            symbol=intent.symbol, side=intent.side, order_type=intent.order_type,
+            quantity=intent.quantity, limit_price=intent.limit_price if item.limit else "",
+            reduce_only=reduce_only, strategy=intent.strategy, action=PLACE))
+
+    def _intent_decision(self, item: _Intent, approved: bool,
+                         rules: list[risk_decision_pb2.RuleResult],
+                         price: Decimal) -> risk_decision_pb2.RiskDecision:
+        """An intent's decision names its client order id, approved or not: the bots host
+        tells the bot which of its orders was refused."""
+        intent = item.intent
+        return risk_decision_pb2.RiskDecision(
+            meta=common_pb2.Meta(id="dec:" + intent.meta.id, cause_id=intent.meta.id,
+                                 event_time_ms=intent.meta.event_time_ms, producer=self.name),
+            exchange=intent.exchange, symbol=intent.symbol, approved=approved, rules=rules,
+            client_order_id=intent.client_order_id, side=intent.side,
+            quantity=to_str(item.quantity), reference_price=to_str(price),
+            reduce_only=intent.reduce_only)
+
+    def _reject_intent(self, item: _Intent, rule: str, detail: str, out: Outbox) -> None:
+        rules = [risk_decision_pb2.RuleResult(rule=rule, passed=False, detail=detail)]
+        self.rejected += 1
+        self._count(metrics.REJECTED, rules)
+        out.emit(topics.RISK_DECISION, item.key,
+                 self._intent_decision(item, False, rules, ZERO))
+
+    def _cancel(self, key: str, coid: str, strategy: str, t: int, cause: str, reason: str,
+                out: Outbox) -> None:
+        """Take a resting order out of the mirror and forward the cancel (approved: a cancel
+        only removes risk). One that already filled or is unknown is forwarded all the same:
+        the executor knows best, and answers nothing for an order it no longer holds."""
+        order = self.resting.remove(coid)
+        exchange, _, symbol = key.rpartition(":")
+        detail = (f"{coid} resting: canceled" if order is not None
+                  else f"{coid} not resting here (filled, expired or unknown): forwarded")
+        rules = [risk_decision_pb2.RuleResult(rule="order.cancel", passed=True, detail=detail)]
+        decision = risk_decision_pb2.RiskDecision(
+            meta=common_pb2.Meta(id="dec:" + cause, cause_id=cause, event_time_ms=t,
+                                 producer=self.name),
+            exchange=exchange, symbol=symbol, approved=True, rules=rules,
+            client_order_id=coid, side=order.side if order else common_pb2.SIDE_UNSPECIFIED,
+            quantity=to_str(order.quantity) if order else "0",
+            reference_price=to_str(order.limit.limit) if order else "0",
+            reduce_only=order.reduce_only if order else False)
+        out.emit(topics.RISK_DECISION, key, decision)
+        out.emit(topics.ORDER_APPROVED, key, order_approved_pb2.ApprovedOrder(
+            meta=common_pb2.Meta(id=f"{coid}:cancel", cause_id=decision.meta.id,
+                                 event_time_ms=t, producer=self.name),
+            client_order_id=coid, signal_id=cause, exchange=exchange, symbol=symbol,
+            side=decision.side, quantity=decision.quantity, strategy=strategy,
+            action=CANCEL))
+        log.info("order cancel forwarded", extra={"client_order_id": coid, "reason": reason})
+
+    def _cancel_resting(self, t: int, cause: str, reason: str, out: Outbox, *,
+                        entries_only: bool) -> None:
+        """Cancel the bots' resting orders (the entries only, or every one), key by key."""
+        for order in sorted(self.resting.orders.values(),
+                            key=lambda o: (o.key, o.client_order_id)):
+            if entries_only and order.reduce_only:
+                continue
+            self._cancel(order.key, order.client_order_id, order.strategy, t,
+                         f"{cause}:cancel:{order.client_order_id}", reason, out)
+
     def _signal(self, key: str, signal: signal_pb2.Signal, price: Decimal, out: Outbox) -> None:
         self.decided.add(signal.meta.id)
         t = signal.meta.event_time_ms
@@ -432,7 +678,8 @@ class RiskHandler(Handler):
                       limits_from=self.config_versions.get(signal.strategy, ""),
                       kill_switch=self.kill_switch, strategy=signal.strategy,
                       event_time_ms=t, ledger=self.ledger, breakers=self.breakers,
-                      market=self.market, lag_s=self.clock() - t / 1000)
+                      market=self.market, lag_s=self.clock() - t / 1000,
+                      owner=self._owner(key), committed=self.resting.committed(key))
         rules = evaluate(ctx)
         # The signal's price marks the symbol whatever the decision: exposure is valued at it.
         self.book.marks[key] = price
@@ -521,7 +768,7 @@ class RiskHandler(Handler):
                         extra={"reason": switch.reason, "actor": switch.actor})
         if not switch.engaged:
             if self.breakers.cleared() and out is not None:
-                t = max(command.meta.event_time_ms, self.merge.released_to)
+                t = max(command.meta.event_time_ms, self._decided_to)
                 out.emit(topics.CONTROL, "breaker", control_pb2.Control(
                     meta=common_pb2.Meta(id=f"breaker:{t}:normal", event_time_ms=t,
                                          producer=self.name),
@@ -531,9 +778,15 @@ class RiskHandler(Handler):
         elif (out is not None and not was and switch.actor != ACTOR
               and self.settings.flatten_on_kill):
             # Never behind the order watermarks already published for the keys.
-            t = max(command.meta.event_time_ms, self.merge.released_to)
+            t = max(command.meta.event_time_ms, self._decided_to)
             self._close_all(t, command.meta.id, f"kill switch by {switch.actor}: "
                                                 f"{switch.reason}", out)
+        elif out is not None and not was:
+            # bots' resting buys would open positions the switch forbids: canceled (their
+            # resting exits stay, as a live executor keeps exits on a kill)
+            t = max(command.meta.event_time_ms, self._decided_to)
+            self._cancel_resting(t, command.meta.id, f"kill switch by {switch.actor}",
+                                 out, entries_only=True)
 
     def _order_event(self, event: order_event_pb2.OrderEvent) -> None:
         """Release what an order that ended unfilled still held; count outcomes."""
@@ -545,6 +798,11 @@ class RiskHandler(Handler):
         if status not in (order_event_pb2.ORDER_STATUS_CANCELED,
                           order_event_pb2.ORDER_STATUS_REJECTED,
                           order_event_pb2.ORDER_STATUS_EXPIRED):
+            return
+        if event.client_order_id in self.resting.limit_ids:
+            # a bot's limit order: never booked before it filled, so nothing to give back;
+            # one the executor ended is no longer resting in the mirror either
+            self.resting.remove(event.client_order_id)
             return
         try:
             quantity = dec(event.quantity, "OrderEvent.quantity")
@@ -586,24 +844,41 @@ class RiskHandler(Handler):
             return
         if topic == topics.RISK_DECISION:
             decision: risk_decision_pb2.RiskDecision = msg.message  # type: ignore[assignment]
-            self.decided.add(decision.meta.cause_id)
+            cause = decision.meta.cause_id
+            self.decided.add(_asked(cause, decision.meta.event_time_ms)
+                             if cause.startswith("intent:") else cause)
+            if decision.meta.cause_id.startswith("intent:") or ":cancel:" in decision.meta.id:
+                return  # a bot's order or a cancel: priced by its limit, not a mark
             price = dec(decision.reference_price, "RiskDecision.reference_price")
             self.book.marks[key] = price
             if decision.approved:
                 self._restored_prices[decision.client_order_id] = price
             return
         order: order_approved_pb2.ApprovedOrder = msg.message  # type: ignore[assignment]
+        if order.action == CANCEL:
+            self._restore_orders.append(_Booked(
+                key, order.meta.event_time_ms, order.strategy, ZERO, ZERO,
+                order.client_order_id, False, action=CANCEL))
+            return
         quantity = dec(order.quantity, "ApprovedOrder.quantity")
+        if order.order_type == LIMIT:
+            limit = dec(order.limit_price, "ApprovedOrder.limit_price")
+            self._restore_orders.append(_Booked(
+                key, order.meta.event_time_ms, order.strategy, quantity, limit,
+                order.client_order_id, order.reduce_only, limit=limit, side=order.side))
+            return
         # Without its decision (never expected: both are published together) the entry is the
-        # symbol's last known price, else 0 until the next signal marks it.
+        # symbol's last known price, else 0 until the next signal marks it. A bot's market
+        # order was booked at the mark of its time: taken when it is replayed (`restored`).
         price = self._restored_prices.pop(order.client_order_id,
                                           self.book.marks.get(key, ZERO))
+        at_mark = order.signal_id.startswith("intent:")
         self._restore_orders.append(_Booked(
             key, order.meta.event_time_ms, order.strategy,
             quantity if order.side == common_pb2.SIDE_BUY else -quantity, price,
             order.client_order_id, order.reduce_only, _Guarded(
                 order.stop_loss, order.take_profit, order.trailing_stop, order.leverage,
-                order.maintenance_margin_rate)))
+                order.maintenance_margin_rate), at_mark=at_mark))
 
     def restored(self) -> None:
         """Replay the approved orders with the candles up to where the merge had got, in its
@@ -619,6 +894,7 @@ class RiskHandler(Handler):
                 self._book_restored(orders[i])
                 i += 1
             self._protective(candle)
+            self._resting_fills(candle)
             self._mark(candle)
         for order in orders[i:]:
             self._book_restored(order)
@@ -630,13 +906,22 @@ class RiskHandler(Handler):
                 self.merge.advance(stream, upto)
                 self.keys.add(stream[1])
             self.merge.released_to = upto
+            self._decided_to = upto
         self._restore_candles, self._restore_orders, self._restore_streams = [], [], {}
         self._restored_prices.clear()
         self._observe()
 
     def _book_restored(self, o: _Booked) -> None:
-        self._book(o.key, o.strategy, o.delta, o.price, o.time_ms, o.order_id, o.reduce_only,
-                   o.guard)
+        if o.action == CANCEL:
+            self.resting.remove(o.order_id)
+        elif o.limit is not None:
+            self.resting.add(RestingOrder(o.key, o.strategy, o.order_id, o.side, o.delta,
+                                          o.reduce_only, RestingLimit(o.side, o.limit,
+                                                                      o.time_ms)))
+        else:
+            price = self.book.marks.get(o.key, o.price) if o.at_mark else o.price
+            self._book(o.key, o.strategy, o.delta, price, o.time_ms, o.order_id,
+                       o.reduce_only, o.guard)
 
     # -- host contract ---------------------------------------------------------------------------
 

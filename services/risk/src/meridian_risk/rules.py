@@ -40,6 +40,7 @@ from meridian_risk.ledger import HOUR_MS, Ledger, Record, utc, utc_day
 from meridian_risk.market import Market
 from meridian_risk.settings import RiskSettings
 
+BOT_PREFIX = "bot:"  # strategy name of a bot's orders (order.intent.v1)
 KNOWN_DIRECTIONS = (common_pb2.DIRECTION_LONG, common_pb2.DIRECTION_SHORT,
                     common_pb2.DIRECTION_FLAT)
 
@@ -79,6 +80,8 @@ class Context:
     market: Market
     lag_s: float  # wall-clock age of the signal at the decision (for the stale data guard)
     limits_from: str = ""  # "<strategy>@<version>" when active_configs set this strategy's limits
+    owner: str = ""  # the strategy whose position or resting orders are on the key ("" none)
+    committed: Decimal = ZERO  # quantity of resting reduce-only orders on the key (bots)
 
     def source(self, detail: str) -> str:
         """A detail naming where the limit came from, when not from the settings."""
@@ -226,6 +229,20 @@ def strategy_direction(ctx: Context) -> RuleResult:
                    "long, short or flat" if known else f"unknown direction {ctx.direction}")
 
 
+def strategy_owner(ctx: Context) -> RuleResult:
+    """A bot's symbol is its own: its grid or DCA cycle holds inventory and resting orders
+    another strategy's order would disturb (a trend FLAT would sell the grid's inventory), and
+    a bot does not trade a symbol another strategy holds. Signal strategies among themselves
+    share a symbol as before (a flip closes the other's trade)."""
+    name, owner = "strategy.owner", ctx.owner
+    bots = owner.startswith(BOT_PREFIX) or ctx.strategy.startswith(BOT_PREFIX)
+    if not owner or owner == ctx.strategy or not bots:
+        held = f"held by {owner!r}" if owner else "held by no strategy"
+        return _result(name, True, f"{ctx.key} {held}")
+    return _result(name, False, f"{ctx.key} is held by {owner!r}, not {ctx.strategy!r}: a "
+                                "bot's symbol is its own")
+
+
 def strategy_max_trades_per_day(ctx: Context) -> RuleResult:
     name, high = "strategy.max_trades_per_day", ctx.settings.max_trades_per_day
     count = ctx.ledger.entries_on(ctx.strategy, ctx.event_time_ms)
@@ -274,6 +291,18 @@ def order_nonzero(ctx: Context) -> RuleResult:
     else:
         detail = f"position {to_str(ctx.current)} already at target"
     return _result("order.nonzero", p.quantity > 0, detail)
+
+
+def order_reduce_only(ctx: Context) -> RuleResult:
+    """A reduce-only order sells no more than the position not already promised to resting
+    reduce-only orders (a bot's take-profits), so the resting exits can all fill."""
+    name, p = "order.reduce_only", ctx.proposal
+    if not p.reduce_only:
+        return _result(name, True, "not reduce-only")
+    free = max(abs(ctx.current) - ctx.committed, ZERO)
+    detail = (f"{to_str(p.quantity)} vs position {to_str(abs(ctx.current))} - resting exits "
+              f"{to_str(ctx.committed)} = {to_str(free)}")
+    return _result(name, p.quantity <= free, detail)
 
 
 def order_min_notional(ctx: Context) -> RuleResult:
@@ -547,10 +576,12 @@ def system_kill_switch(ctx: Context) -> RuleResult:
 
 RULES: tuple[Callable[[Context], RuleResult], ...] = (
     strategy_direction,
+    strategy_owner,
     strategy_max_trades_per_day,
     strategy_cooldown,
     strategy_max_drawdown,
     order_nonzero,
+    order_reduce_only,
     order_min_notional,
     order_precision,
     order_max_notional,

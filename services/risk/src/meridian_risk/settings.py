@@ -160,6 +160,18 @@ class RiskSettings(BaseSettings):
                     "than this many wall-clock seconds old (0 = off, as in replays; set it "
                     "live, e.g. 300 with hourly candles).")
 
+    # ---------------------------------------------------------------- inputs
+    signals: bool = Field(
+        True, description="Take signal.v1 from the signals service and wait, per symbol, for "
+                          "its signals or Watermarks before deciding (false: a bots-only "
+                          "deployment; signals that still arrive, e.g. from the webhook, are "
+                          "decided as they come).")
+    intents: bool = Field(
+        False, description="Take bots' orders from order.intent.v1 (meridian_signals.bots) and "
+                           "wait, per symbol, for the bots host's intents or Watermarks; "
+                           "publish risk.decision.v1 Watermarks for it. Bots place no stops: "
+                           "set require_stop_loss false for them (or per strategy).")
+
     # ---------------------------------------------------------------- event-time merge
     merge_grace_s: float = Field(
         0.0, ge=0,
@@ -181,6 +193,9 @@ class RiskSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> RiskSettings:
+        if not (self.signals or self.intents):
+            raise ValueError("signals and intents are both false: the gate would decide "
+                             "nothing")
         if self.sizing == "fixed_notional" and self.min_order_notional > self.order_notional:
             raise ValueError(f"min_order_notional ({self.min_order_notional}) exceeds "
                              f"order_notional ({self.order_notional})")

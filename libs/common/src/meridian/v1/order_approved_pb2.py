@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from meridian.v1 import common_pb2 as meridian_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n meridian/v1/order_approved.proto\x12\x0bmeridian.v1\x1a\x18meridian/v1/common.proto\"\x8b\x03\n\rApprovedOrder\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.meridian.v1.Meta\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\x12\x11\n\tsignal_id\x18\x03 \x01(\t\x12\x10\n\x08\x65xchange\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x1f\n\x04side\x18\x06 \x01(\x0e\x32\x11.meridian.v1.Side\x12*\n\norder_type\x18\x07 \x01(\x0e\x32\x16.meridian.v1.OrderType\x12\x10\n\x08quantity\x18\x08 \x01(\t\x12\x13\n\x0blimit_price\x18\t \x01(\t\x12\x13\n\x0breduce_only\x18\n \x01(\x08\x12\x11\n\tstop_loss\x18\x0b \x01(\t\x12\x13\n\x0btake_profit\x18\x0c \x01(\t\x12\x10\n\x08strategy\x18\r \x01(\t\x12\x15\n\rtrailing_stop\x18\x0e \x01(\t\x12\x10\n\x08leverage\x18\x0f \x01(\t\x12\x1f\n\x17maintenance_margin_rate\x18\x10 \x01(\t*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n meridian/v1/order_approved.proto\x12\x0bmeridian.v1\x1a\x18meridian/v1/common.proto\"\xb5\x03\n\rApprovedOrder\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.meridian.v1.Meta\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\x12\x11\n\tsignal_id\x18\x03 \x01(\t\x12\x10\n\x08\x65xchange\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x1f\n\x04side\x18\x06 \x01(\x0e\x32\x11.meridian.v1.Side\x12*\n\norder_type\x18\x07 \x01(\x0e\x32\x16.meridian.v1.OrderType\x12\x10\n\x08quantity\x18\x08 \x01(\t\x12\x13\n\x0blimit_price\x18\t \x01(\t\x12\x13\n\x0breduce_only\x18\n \x01(\x08\x12\x11\n\tstop_loss\x18\x0b \x01(\t\x12\x13\n\x0btake_profit\x18\x0c \x01(\t\x12\x10\n\x08strategy\x18\r \x01(\t\x12\x15\n\rtrailing_stop\x18\x0e \x01(\t\x12\x10\n\x08leverage\x18\x0f \x01(\t\x12\x1f\n\x17maintenance_margin_rate\x18\x10 \x01(\t\x12(\n\x06\x61\x63tion\x18\x11 \x01(\x0e\x32\x18.meridian.v1.OrderAction*\\\n\x0bOrderAction\x12\x1c\n\x18ORDER_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_ACTION_PLACE\x10\x01\x12\x17\n\x13ORDER_ACTION_CANCEL\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meridian.v1.order_approved_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERTYPE']._serialized_start=473
-  _globals['_ORDERTYPE']._serialized_end=557
+  _globals['_ORDERACTION']._serialized_start=515
+  _globals['_ORDERACTION']._serialized_end=607
+  _globals['_ORDERTYPE']._serialized_start=609
+  _globals['_ORDERTYPE']._serialized_end=693
   _globals['_APPROVEDORDER']._serialized_start=76
-  _globals['_APPROVEDORDER']._serialized_end=471
+  _globals['_APPROVEDORDER']._serialized_end=513
 # @@protoc_insertion_point(module_scope)
