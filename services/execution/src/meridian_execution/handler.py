@@ -10,7 +10,9 @@ depend on how the two input streams interleave. Evaluating a candle, in this ord
    first when both are in range, a gap through the stop exits at the open, the take-profit is
    a maker fill at its price, the trailing stop trails from the best price before this
    candle); a position opened at this open is checked on this candle already;
-3. resting limit orders fill when the price trades through them (`triggers.RestingLimit`); a
+3. resting limit orders fill when the price trades through them (`triggers.RestingLimit`),
+   several on one candle in `triggers.path_order` (those filled at the open, then buys from the
+   highest limit down, then sells from the lowest up: the rule the bots' simulation uses); a
    position a limit order opened inside a candle is protected from the next candle on (the
    path inside the candle is unknown).
 A protective exit is an order of the executor's own (client id derived from the entry's), with
@@ -18,15 +20,30 @@ its events and fill like any other. A reduce-only order never opens or increases
 it is capped to the position, and refused when there is none (an exit that came after the
 stop). Every fill in a candle carries the candle's open time, in the order above.
 
+Cancels (`ApprovedOrder.action` CANCEL, a bot's) act from their event time t: the order with
+that client id, still waiting for its candle (market) or resting (limit) on the key, may fill
+on a candle that opened before t, never on one that opens at or after t. So the candles before
+t are evaluated first (an order still to come has event time >= t: none can act on them), and
+the order is removed and CANCELED (event time t) once no candle before t can still come: at
+once when a received candle closes at or after t (the usual case: the gate decides at a
+candle's close), else just before the first candle evaluated after t, or when the one that
+spans t has been. An id that is not waiting, or that fills before t (filled, refused, unknown:
+the bot's cancel raced its fill) changes nothing but the order watermark, and is logged. A
+cancel is no order: no events of its own.
+
 fill.v1 is sparse; its watermark for a key is min(order watermark, last candle open): every
-candle up to it has been evaluated. After a crash the host rebuilds the state from the inputs;
-records after the committed offsets are handled again and publish the same fills (same ids,
-same bytes), which the ledger counts once.
+candle up to it has been evaluated. The order watermark is the gate's Watermark, or an order's
+event time t: a signal's order (action UNSPECIFIED, one per key and candle) vouches for t itself,
+a bot's record (action PLACE or CANCEL, several at one t) only for t - 1, so the candle opening
+at t waits for the gate's watermark and every order at t is in before it is evaluated. After
+a crash the host rebuilds the state from the inputs; records after the committed offsets are
+handled again and publish the same fills (same ids, same bytes), which the ledger counts once.
 
 Tracing: an order's fill and its later events are emitted while a later candle is handled, but
 they belong to the order, so they continue the order's trace (`tracing.caused_by` with the
 context its record was handled in, kept with the order); a protective exit is an order this
-executor makes on the candle that triggers it, so it continues that candle's trace. After a
+executor makes on the candle that triggers it, so it continues that candle's trace; a CANCELED
+event is the answer to the cancel record, so it continues that record's trace. After a
 restart the rebuilt orders keep the context their records carried (the risk gate's span), or
 none when tracing was off then: such a fill falls back to the trace of the record being handled.
 Tracing never changes what is emitted or in which order.
@@ -38,6 +55,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 from opentelemetry.context import Context
 from prometheus_client import CollectorRegistry
@@ -54,6 +72,9 @@ from meridian_execution.settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
 BUY, SELL = common_pb2.SIDE_BUY, common_pb2.SIDE_SELL
+# every order before bots existed has no action: it is a placement
+_PLACE = frozenset({order_approved_pb2.ORDER_ACTION_UNSPECIFIED,
+                    order_approved_pb2.ORDER_ACTION_PLACE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +83,7 @@ class _Bar:
     open: Decimal
     high: Decimal
     low: Decimal
+    close_ms: int  # 0 when the candle does not say
     trace: Context | None = field(default=None, compare=False)  # the candle's
 
 
@@ -72,6 +94,9 @@ class _Pending:
     order: order_approved_pb2.ApprovedOrder
     state: Order
     trace: Context | None = None  # the order's
+    cancel_at: int | None = None  # a cancel's event time: gone from the candle opening then
+    cancel_reason: str = ""
+    cancel_trace: Context | None = None  # the cancel's (its CANCELED event continues it)
 
 
 @dataclass(slots=True)
@@ -80,6 +105,9 @@ class _Resting:
     state: Order
     limit: triggers.RestingLimit[Decimal]
     trace: Context | None = None  # the order's
+    cancel_at: int | None = None  # as _Pending's
+    cancel_reason: str = ""
+    cancel_trace: Context | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +119,7 @@ class _Book:
     protect: protection.Guard | None = None
     order_wm: int = 0
     last_open: int = 0  # newest candle received
+    last_close: int = 0  # its close: no candle opening before it can still come
     done_open: int = 0  # newest candle evaluated
     fill_wm: int = 0
 
@@ -151,7 +180,14 @@ class ExecutionHandler(Handler):
         elif msg.topic == topics.CANDLE:
             self._candle(book, msg.message, msg.trace_context)  # type: ignore[arg-type]
         else:
-            self._order(msg.key, book, msg.message, out, msg.trace_context)  # type: ignore[arg-type]
+            approved: order_approved_pb2.ApprovedOrder = msg.message  # type: ignore[assignment]
+            if approved.action == order_approved_pb2.ORDER_ACTION_CANCEL:
+                self._cancel(msg.key, book, approved, out, msg.trace_context)
+            elif approved.action in _PLACE:
+                self._order(msg.key, book, approved, out, msg.trace_context)
+            else:
+                raise InvalidMessage(f"approved order {approved.meta.id}: unknown action "
+                                     f"{approved.action}")
         self._evaluate(msg.key, book, out)
         self._advance(msg.key, book, out)
 
@@ -162,16 +198,20 @@ class ExecutionHandler(Handler):
             return  # redelivered or a revision of a candle already used for fills
         try:
             bar = _Bar(candle.open_time_ms, dec(candle.open, "Candle.open"),
-                       dec(candle.high, "Candle.high"), dec(candle.low, "Candle.low"), trace)
+                       dec(candle.high, "Candle.high"), dec(candle.low, "Candle.low"),
+                       candle.close_time_ms, trace)
         except ValueError as exc:
             raise InvalidMessage(f"candle {candle.meta.id}: {exc}") from None
         book.bars.append(bar)
-        book.last_open = candle.open_time_ms
+        book.last_open, book.last_close = candle.open_time_ms, candle.close_time_ms
 
     def _order(self, key: str, book: _Book, order: order_approved_pb2.ApprovedOrder,
                out: Outbox, trace: Context | None) -> None:
         t = order.meta.event_time_ms
-        book.order_wm = max(book.order_wm, t)
+        # a signal's order (no action) is the only one of its key at t; a bot asks for several
+        # at once (same t), so only the gate's watermark says the last of them has come
+        strict = order.action != order_approved_pb2.ORDER_ACTION_UNSPECIFIED
+        book.order_wm = max(book.order_wm, t - 1 if strict else t)
         state = Order(order.client_order_id, order.exchange, order.symbol, order.side,
                       dec(order.quantity, "ApprovedOrder.quantity"), order.meta.id, self.name)
         out.emit(topics.ORDER_EVENT, key, state.created(t))
@@ -191,6 +231,32 @@ class ExecutionHandler(Handler):
         else:
             book.pending.append(_Pending(order, state, trace))
 
+    def _cancel(self, key: str, book: _Book, cancel: order_approved_pb2.ApprovedOrder,
+                out: Outbox, trace: Context | None) -> None:
+        """Mark the waiting order the cancel names (module docstring, "Cancels")."""
+        t, coid = cancel.meta.event_time_ms, cancel.client_order_id
+        # the candles before t are final: an order still to come has event time >= t and
+        # cannot fill on them, and the order being canceled may still fill on them
+        book.order_wm = max(book.order_wm, t - 1)  # more of the bot's records at t may follow
+        self._evaluate(key, book, out)
+        entry = next((e for e in [*book.pending, *book.resting]
+                      if e.order.client_order_id == coid), None)
+        if entry is None:
+            log.info("cancel of an order that is not waiting (filled, refused or unknown: "
+                     "the cancel raced its fill)", extra={"client_order_id": coid, "key": key})
+            return
+        if entry.cancel_at is None or t < entry.cancel_at:
+            entry.cancel_at = t
+            entry.cancel_reason = f"canceled by {cancel.strategy or 'the risk gate'}"
+            entry.cancel_trace = trace
+        self._cancels_due(key, book, book.last_close, out)
+
+    def _cancels_due(self, key: str, book: _Book, upto: int, out: Outbox) -> None:
+        """Remove and CANCEL the marked orders whose cancel time is <= `upto` (a time no
+        candle opening before can still be evaluated), pending ones first, in arrival order."""
+        book.pending = _cancel_marked(key, book.pending, upto, out)
+        book.resting = _cancel_marked(key, book.resting, upto, out)
+
     # -- evaluation, one candle at a time ------------------------------------------------------
 
     def _evaluate(self, key: str, book: _Book, out: Outbox) -> None:
@@ -200,10 +266,12 @@ class ExecutionHandler(Handler):
                              or len(book.bars) > self.settings.candle_buffer):
             bar = book.bars.popleft()
             book.done_open = bar.open_ms
+            self._cancels_due(key, book, bar.open_ms, out)
             self._market_orders(key, book, bar, out)
             with tracing.caused_by(bar.trace):
                 self._protective(key, book, bar, out)
             self._limit_orders(key, book, bar, out)
+            self._cancels_due(key, book, bar.close_ms, out)
 
     def _market_orders(self, key: str, book: _Book, bar: _Bar, out: Outbox) -> None:
         if not book.pending:
@@ -211,6 +279,7 @@ class ExecutionHandler(Handler):
         due = [p for p in book.pending if p.order.meta.event_time_ms <= bar.open_ms]
         book.pending = [p for p in book.pending if p.order.meta.event_time_ms > bar.open_ms]
         for p in due:
+            _raced(p, bar)
             sim = self.model.market(p.order.side, p.state.quantity, bar.open)
             with tracing.caused_by(p.trace):
                 self._execute(key, book, p.order, p.state, bar.open_ms, sim, out, at_open=True)
@@ -239,13 +308,11 @@ class ExecutionHandler(Handler):
 
     def _limit_orders(self, key: str, book: _Book, bar: _Bar, out: Outbox) -> None:
         still = []
+        hits: list[tuple[_Resting, triggers.Hit[Decimal]]] = []
         for resting in book.resting:
             hit, after = resting.limit.on_candle(bar.open_ms, bar.open, bar.high, bar.low)
             if hit is not None:
-                sim = self.model.fill(resting.order.side, resting.state.quantity, hit)
-                with tracing.caused_by(resting.trace):
-                    self._execute(key, book, resting.order, resting.state, bar.open_ms, sim,
-                                  out, at_open=hit.at_open)
+                hits.append((resting, hit))
             elif after is None:
                 out.emit(topics.ORDER_EVENT, key, resting.state.to(
                     orders.EXPIRED, bar.open_ms, reason="limit order expired"),
@@ -254,6 +321,14 @@ class ExecutionHandler(Handler):
                 resting.limit = after
                 still.append(resting)
         book.resting = still
+        # in the candle's path order (stable: placement order among equals), as bot_sim does
+        for resting, hit in sorted(hits, key=lambda rh: triggers.path_order(
+                rh[0].order.side, rh[0].limit.limit, rh[1])):
+            _raced(resting, bar)
+            sim = self.model.fill(resting.order.side, resting.state.quantity, hit)
+            with tracing.caused_by(resting.trace):
+                self._execute(key, book, resting.order, resting.state, bar.open_ms, sim,
+                              out, at_open=hit.at_open)
 
     # -- fills and positions -------------------------------------------------------------------
 
@@ -317,3 +392,30 @@ class ExecutionHandler(Handler):
         if wm > book.fill_wm:
             book.fill_wm = wm
             out.watermark(topics.FILL, key, wm)
+
+
+_Waiting = TypeVar("_Waiting", _Pending, _Resting)
+
+
+def _cancel_marked(key: str, waiting: list[_Waiting], upto: int,
+                   out: Outbox) -> list[_Waiting]:
+    """`waiting` without the orders canceled by `upto`, their CANCELED events emitted."""
+    if all(e.cancel_at is None or e.cancel_at > upto for e in waiting):
+        return waiting
+    still = []
+    for e in waiting:
+        if e.cancel_at is not None and e.cancel_at <= upto:
+            out.emit(topics.ORDER_EVENT, key, e.state.to(
+                orders.CANCELED, e.cancel_at, reason=e.cancel_reason), cause=e.cancel_trace)
+        else:
+            still.append(e)
+    return still
+
+
+def _raced(entry: _Pending | _Resting, bar: _Bar) -> None:
+    """An order filling on a candle before the time of the cancel that names it: the cancel
+    came too late and does nothing (logged, as a cancel of an order already filled)."""
+    if entry.cancel_at is not None:
+        log.info("canceled order filled before the cancel's time (the cancel raced its fill)",
+                 extra={"client_order_id": entry.order.client_order_id,
+                        "cancel_ms": entry.cancel_at, "fill_ms": bar.open_ms})

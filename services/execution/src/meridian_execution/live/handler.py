@@ -15,6 +15,16 @@ No order is ever sent twice:
   submit: an approved order the previous process sent before it could publish anything is
   found there by its client id and adopted, not resent.
 
+Cancels (`ApprovedOrder.action` CANCEL, a bot's): never a new order. `handle` marks the order
+with that client id; `act` cancels it on the exchange by client id, once, the way the kill switch
+does, and the CANCELED event comes from the poll that finds it canceled (`_sync`), like every
+other state. An order that was never sent (queued, or UNKNOWN and not found by its query) is
+not sent at all and CANCELED here. An id that is unknown or finished (the cancel raced a fill)
+changes nothing and is logged; an exchange refusal of the cancel (filled or gone meanwhile) is
+logged and the poll settles the order; any other exchange error retries the cancel next tick.
+A cancel replayed after a restart marks the restored order again; an extra cancel of an order
+the exchange already closed is refused there and only logged.
+
 Reconciliation (on start, then every `reconcile_s`): open orders, fills and positions on the
 exchange against what this service published (fill.v1 is the ledger's only input, so this is
 the ledger's view). An open order or fill that is not ours, or a position that differs from
@@ -54,6 +64,9 @@ from meridian_execution.live.venue import (
 from meridian_execution.settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
+# every order before bots existed has no action: it is a placement
+_PLACE = frozenset({order_approved_pb2.ORDER_ACTION_UNSPECIFIED,
+                    order_approved_pb2.ORDER_ACTION_PLACE})
 
 HALT_KEY = "halt:execution"
 OUR_PREFIX = "mrd-"
@@ -76,6 +89,8 @@ class _Live:
     # (an order adopted after a restart): its executions are read by client id
     backfill: bool = False
     notional: Decimal = ZERO  # sum of fill quantity x price, for the average price
+    cancel: str = ""  # who asked for a cancel (the reason on CANCELED); "": none asked
+    cancel_sent: bool = False  # the exchange took the cancel call (or refused it: gone)
 
 
 @dataclass(slots=True)
@@ -105,6 +120,7 @@ class LiveExecutionHandler(Handler):
         self.kill = False
         self.cancel_pending = False
         self._approved: dict[str, order_approved_pb2.ApprovedOrder] = {}
+        self._restored_cancels: dict[str, order_approved_pb2.ApprovedOrder] = {}
         self._restored_events: dict[str, order_event_pb2.OrderEvent] = {}
         self._started = False
         self._reconciled_at: float | None = None
@@ -142,7 +158,25 @@ class LiveExecutionHandler(Handler):
         if msg.topic == topics.CONTROL:
             self._control(msg.key, msg.message)  # type: ignore[arg-type]
             return
-        self._approve(msg.key, msg.message, out)  # type: ignore[arg-type]
+        approved: order_approved_pb2.ApprovedOrder = msg.message  # type: ignore[assignment]
+        if approved.action == order_approved_pb2.ORDER_ACTION_CANCEL:
+            self._mark_cancel(approved)
+        elif approved.action in _PLACE:
+            self._approve(msg.key, approved, out)
+        else:
+            raise InvalidMessage(f"approved order {approved.meta.id}: unknown action "
+                                 f"{approved.action}")
+
+    def _mark_cancel(self, cancel: order_approved_pb2.ApprovedOrder) -> None:
+        """Record the cancel for `act` (module docstring, "Cancels"); no exchange call here."""
+        coid = cancel.client_order_id
+        live = self.state.orders.get(coid)
+        if live is None or live.order.terminal:
+            log.info("cancel of an order that is unknown or finished (the cancel raced its "
+                     "fill): nothing to do", extra={"client_order_id": coid})
+            return
+        if not live.cancel:
+            live.cancel = f"canceled by {cancel.strategy or 'the risk gate'}"
 
     def _control(self, key: str, command: control_pb2.Control) -> None:
         if key == KILL_SWITCH_KEY and command.WhichOneof("command") == "kill_switch":
@@ -215,7 +249,10 @@ class LiveExecutionHandler(Handler):
                 key_wm = self.state.fill_wm
                 key_wm[msg.key] = max(key_wm.get(msg.key, 0), msg.event_time_ms)
         elif msg.topic == topics.ORDER_APPROVED:
-            self._approved[m.client_order_id] = m  # type: ignore[attr-defined]
+            if m.action == order_approved_pb2.ORDER_ACTION_CANCEL:  # type: ignore[attr-defined]
+                self._restored_cancels[m.client_order_id] = m  # type: ignore[attr-defined]
+            else:
+                self._approved[m.client_order_id] = m  # type: ignore[attr-defined]
         elif msg.topic == topics.ORDER_EVENT:
             self._restored_events[m.client_order_id] = m  # type: ignore[attr-defined]
         elif msg.topic == topics.FILL:
@@ -245,8 +282,13 @@ class LiveExecutionHandler(Handler):
                 live.notional = order.filled * order.average_price
             # PENDING_SUBMIT published, then the crash: sent or not, only the exchange knows
             live.queued = live.verify = order.status == orders.PENDING_SUBMIT
+        for coid, cancel in self._restored_cancels.items():
+            live = self.state.orders.get(coid)
+            if live is not None and not live.order.terminal:  # the finished ones: said before
+                self._mark_cancel(cancel)  # sent again if it was: the exchange refuses a repeat
         self._approved.clear()
         self._restored_events.clear()
+        self._restored_cancels.clear()
         self._observe(None, 0)
 
     # -- the exchange side -------------------------------------------------------------------------
@@ -277,6 +319,7 @@ class LiveExecutionHandler(Handler):
             if self.cancel_pending:
                 await self._cancel_for_kill(out, server_ms)
             await self._submit_due(out, now, server_ms)
+            await self._cancel_requested()
             await self._poll(out, server_ms)
         except Fatal as exc:
             self._failed_call(metrics.FATAL)
@@ -305,6 +348,11 @@ class LiveExecutionHandler(Handler):
             if found is not None:
                 live.queued = False
                 self._sync(live, found, out, server_ms)
+                continue
+            if live.cancel:  # never sent (or not found long after an unanswered send)
+                live.queued, live.cancel_sent = False, True
+                out.emit(topics.ORDER_EVENT, live.key, live.order.to(
+                    orders.CANCELED, server_ms, reason=f"{live.cancel} before it was sent"))
                 continue
             blocked = "" if live.request.reduce_only else (
                 "kill switch engaged: only reduce-only orders are sent" if self.kill else
@@ -425,8 +473,9 @@ class LiveExecutionHandler(Handler):
                 else found.status
             if status == orders.REJECTED and order.status != orders.OPEN:
                 status = orders.CANCELED
-            out.emit(topics.ORDER_EVENT, live.key,
-                     order.to(status, server_ms, reason=found.reason))
+            reason = live.cancel if status == orders.CANCELED and live.cancel_sent \
+                else found.reason
+            out.emit(topics.ORDER_EVENT, live.key, order.to(status, server_ms, reason=reason))
 
     async def _poll(self, out: Outbox, server_ms: int) -> None:
         """Fills of every symbol with an order in flight or a position (attached stops), then
@@ -514,6 +563,21 @@ class LiveExecutionHandler(Handler):
             out.emit(topics.ORDER_EVENT, key, order.to(
                 orders.CANCELED, fill.time_ms, reason=f"filled all that was sent: the rest, "
                 f"{to_str(order.quantity - filled)}, is below the exchange's quantity step"))
+
+    async def _cancel_requested(self) -> None:
+        """Cancel on the exchange, by client id, the open orders a cancel names; the poll then
+        finds them CANCELED (or filled first). Errors other than a refusal leave the cancel
+        to retry next tick (the caller logs and counts them)."""
+        for live in self.state.orders.values():
+            if not live.cancel or live.cancel_sent or \
+                    live.order.status not in (orders.OPEN, orders.PARTIALLY_FILLED):
+                continue  # not placed yet: _submit_due cancels it instead of sending it
+            coid = live.order.client_order_id
+            try:
+                await self.venue.cancel(live.request.symbol, coid)
+            except Rejected as exc:  # already filled or gone: the poll settles it
+                log.info("cancel of %s refused: %s", coid, exc)
+            live.cancel_sent = True
 
     async def _cancel_for_kill(self, out: Outbox, server_ms: int) -> None:
         """Kill switch: queued entries are refused, open entries canceled (exits stay)."""
