@@ -25,7 +25,7 @@ from typing import Any
 
 from meridian_cli import backtest_report, embedded_db
 from meridian_cli.backtest_spec import BacktestSpec, env_for, make_spec
-from meridian_cli.pipeline import run_inprocess
+from meridian_cli.pipeline import consumers, run_inprocess
 from meridian_cli.progress import ProgressLine
 from meridian_cli.scripts import REPO
 from meridian_common import config, logs
@@ -79,7 +79,7 @@ def run_kafka(spec: BacktestSpec, url: str, total: int) -> dict[str, Any]:
           file=sys.stderr)
     try:
         with KafkaPipeline(env, logs_dir) as pipeline:
-            pipeline.start()
+            pipeline.start(consumers(spec.settings(common={"bus": "kafka"})))
             pipeline.wait_started()
             started = time.perf_counter()
             pipeline.ingest()

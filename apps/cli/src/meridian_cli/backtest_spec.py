@@ -32,7 +32,7 @@ from meridian_cli.settings import SETTINGS_CLASSES, PipelineSettings
 from meridian_common.config import ConfigError
 from meridian_common.features.spec import feature_set
 
-SECTIONS = ("features", "signals", "risk", "execution", "ledger")
+SECTIONS = ("features", "signals", "bots", "risk", "execution", "ledger")
 _CLASSES = dict(zip(("common", "ingest", *SECTIONS), SETTINGS_CLASSES, strict=True))
 # Settings that say where a run happens, not what it computes: left out of the fingerprint.
 _PLACE = {"common": {"bus", "kafka_bootstrap", "topic_prefix", "database_url", "metrics_port",
@@ -70,6 +70,8 @@ class BacktestSpec:
 
     @property
     def strategy(self) -> str:
+        if self.overrides.get("bots", {}).get("config"):
+            return "bots"
         return str(self.overrides.get("signals", {}).get("strategy", "trend"))
 
 
@@ -90,6 +92,13 @@ def _computing_values(settings: PipelineSettings) -> dict[str, dict[str, Any]]:
         for key in _PLACE.get(name, ()):
             values.pop(key, None)
         out[name] = values
+    if settings.bots.config:  # the bots are in the file: its bytes decide the run, not its path
+        try:
+            content = Path(settings.bots.config).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"bots.config {settings.bots.config}: cannot read it "
+                              f"({exc.strerror})") from None
+        out["bots"]["config"] = hashlib.blake2b(content, digest_size=8).hexdigest()
     return out
 
 
@@ -126,6 +135,9 @@ def read_config(path: Path) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"--config {path}: [{section}] has unknown key(s) "
                               f"{', '.join(unknown)}; it reads: {', '.join(sorted(known))}")
         out[section] = dict(values)
+    bots = out.get("bots", {}).get("config")
+    if isinstance(bots, str) and bots and not Path(bots).is_absolute():
+        out["bots"]["config"] = str(path.parent / bots)  # next to the config that names it
     return out
 
 

@@ -21,6 +21,7 @@ import psycopg
 from meridian_common.db import conninfo
 
 CONSUMERS = ("features", "signals", "risk", "execution", "ledger")
+MODULES = {"bots": "meridian_signals.bots"}  # else meridian_<name>
 
 
 class RunFailed(RuntimeError):
@@ -49,7 +50,8 @@ class KafkaPipeline:
         for name in services:
             log = (self.log_dir / f"{name}.log").open("ab")  # a restart appends
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"meridian_{name}"], env=self._environ(),
+                [sys.executable, "-m", MODULES.get(name, f"meridian_{name}")],
+                env=self._environ(),
                 stdout=log, stderr=subprocess.STDOUT)
 
     def ingest(self, timeout_s: float = 300) -> None:

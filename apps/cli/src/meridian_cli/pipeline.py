@@ -28,6 +28,8 @@ from meridian_ledger.store import SqlLedgerStore
 from meridian_risk.active import ActiveConfigStore
 from meridian_risk.handler import RiskHandler
 from meridian_signals.active import ActiveStrategyStore
+from meridian_signals.bots.__main__ import load_specs
+from meridian_signals.bots.handler import BotsHandler
 from meridian_signals.handler import SignalsHandler
 
 MAX_LAG = 20_000
@@ -46,17 +48,31 @@ class RunStats:
         return self.candles / self.seconds if self.seconds > 0 else 0.0
 
 
+def consumers(settings: PipelineSettings) -> tuple[str, ...]:
+    """The consumer services a run needs: features and signals unless the gate takes no
+    signals (a bots-only run), the bots host when bots are configured, then the gate,
+    execution and the ledger. The same list for the embedded run and the Kafka processes."""
+    names: list[str] = []
+    if settings.risk.signals:
+        names += ["features", "signals"]
+    if settings.bots.config:
+        names.append("bots")
+    return (*names, "risk", "execution", "ledger")
+
+
 def build_handlers(settings: PipelineSettings, ledger_store: SqlLedgerStore | None,
                    configs: ActiveConfigStore | None = None,
                    engine: AsyncEngine | None = None) -> list[Handler]:
-    return [
-        FeaturesHandler(settings.features),
-        SignalsHandler(settings.signals,
-                       configs=ActiveStrategyStore(engine) if engine is not None else None),
-        RiskHandler(settings.risk, configs=configs),
-        ExecutionHandler(settings.execution),
-        LedgerHandler(settings.ledger, ledger_store),
-    ]
+    names = consumers(settings)
+    handlers: list[Handler] = []
+    if "features" in names:
+        handlers.append(FeaturesHandler(settings.features))
+        handlers.append(SignalsHandler(
+            settings.signals, configs=ActiveStrategyStore(engine) if engine is not None else None))
+    if "bots" in names:
+        handlers.append(BotsHandler(load_specs(settings.bots)))
+    return [*handlers, RiskHandler(settings.risk, configs=configs),
+            ExecutionHandler(settings.execution), LedgerHandler(settings.ledger, ledger_store)]
 
 
 async def run_inprocess(settings: PipelineSettings, database_url: str,

@@ -15,11 +15,12 @@ from meridian_features.settings import FeaturesSettings
 from meridian_ingest.settings import IngestSettings
 from meridian_ledger.settings import LedgerSettings
 from meridian_risk.settings import RiskSettings
+from meridian_signals.bots.settings import BotsSettings
 from meridian_signals.settings import SignalsSettings
 
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
-    config.CommonSettings, IngestSettings, FeaturesSettings, SignalsSettings, RiskSettings,
-    ExecutionSettings, LedgerSettings,
+    config.CommonSettings, IngestSettings, FeaturesSettings, SignalsSettings, BotsSettings,
+    RiskSettings, ExecutionSettings, LedgerSettings,
 )
 
 
@@ -29,6 +30,7 @@ class PipelineSettings:
     ingest: IngestSettings
     features: FeaturesSettings
     signals: SignalsSettings
+    bots: BotsSettings
     risk: RiskSettings
     execution: ExecutionSettings
     ledger: LedgerSettings
@@ -37,9 +39,22 @@ class PipelineSettings:
     def load(cls, environ: Mapping[str, str] | None = None,
              **overrides: dict[str, Any]) -> PipelineSettings:
         """Load every settings class; `overrides` maps a section name to field overrides."""
-        names = ("common", "ingest", "features", "signals", "risk", "execution", "ledger")
+        names = ("common", "ingest", "features", "signals", "bots", "risk", "execution",
+                 "ledger")
         values = {
             name: config.load(klass, environ, **overrides.get(name, {}))
             for name, klass in zip(names, SETTINGS_CLASSES, strict=True)
         }
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check_bots()
+        return settings
+
+    def check_bots(self) -> None:
+        """The gate must take intents exactly when bots run, or the run would stall (a gate
+        waiting for a bots host that is not there) or dead-letter every bot order."""
+        bots, intents = bool(self.bots.config), self.risk.intents
+        if bots != intents:
+            raise config.ConfigError(
+                f"MERIDIAN_BOTS_CONFIG is {'set' if bots else 'empty'} but "
+                f"MERIDIAN_RISK_INTENTS is {str(intents).lower()}: set both (bots through the "
+                "gate) or neither")

@@ -15,7 +15,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES = ("ingest", "features", "signals", "risk", "execution", "ledger", "control", "cli")
+SERVICES = ("ingest", "features", "signals", "bots", "risk", "execution", "ledger", "control",
+            "cli")
 
 T = TypeVar("T", bound=BaseSettings)
 
