@@ -8,9 +8,11 @@ from meridian_execution.handler import ExecutionHandler
 from meridian_features.handler import FeaturesHandler
 from meridian_ledger.handler import LedgerHandler
 from meridian_risk.handler import RiskHandler
+from meridian_signals.bots.handler import BotsHandler
 from meridian_signals.handler import SignalsHandler
 
-HANDLERS = (FeaturesHandler, SignalsHandler, RiskHandler, ExecutionHandler, LedgerHandler)
+HANDLERS = (FeaturesHandler, SignalsHandler, BotsHandler, RiskHandler, ExecutionHandler,
+            LedgerHandler)
 
 
 def test_every_input_is_listed_as_a_consumer_and_every_listed_service_reads_it() -> None:

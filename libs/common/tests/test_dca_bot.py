@@ -242,16 +242,148 @@ def test_same_candles_same_ids_and_fills() -> None:
 
 def test_low_before_high_inside_a_candle() -> None:
     """A candle that crosses both safety 1 (99.5) and the take-profit (101) of a base bought at
-    100: the path inside it is unknown, so the simulation takes the low first. Safety 1 fills,
-    the take-profit it cancels cannot fill on the same candle's high, and the new take-profit
-    for the whole position (average 99.749373449209 x 1.01 -> 100.75) trades from the next
-    candle on."""
+    100 (10 at 100, taker fee 1): the path inside it is unknown, so the simulation takes the low
+    first. Safety 1 fills (10.05025 at 99.5, maker fee 999.999875 x 0.0005 -> 0.49999994); the
+    bot's answer (cancel tp1, place tp2 for 20.05025 at 99.749373449209 x 1.01 -> 100.75) acts
+    at the close, as on the bus, so tp1 still fills on the high: 10 at 101, fee 0.505. That is
+    a partial exit at the average: 10.05025 left, same average, so tp2 is cancelled again and
+    tp3 placed for 10.05025 at 100.75, which the next candle (high 100.8) fills: 1012.5626875,
+    fee 0.50628134. Cycle: proceeds 2022.5626875 - bought 1999.999875 - fees 2.51128128
+    = 20.05153122; average exit 2022.5626875 / 20.05025 = 100.874686724604.."""
     bot = DcaBot(dca(bot_id="p"))
     flat = Decimal(100)
     candles = [Bar(0, H, flat, flat, flat, flat), Bar(H, 2 * H, flat, flat, flat, flat),
                Bar(2 * H, 3 * H, flat, Decimal(102), Decimal(99), flat),
                Bar(3 * H, 4 * H, flat, Decimal("100.8"), flat, flat)]
     result = BotSimulation(bot, MODEL).run(candles)
-    assert [(f.time_ms, f.client_order_id, f.price) for f in result.fills] == [
-        (H, "p-1-b", flat), (2 * H, "p-1-s1", Decimal("99.50")),
-        (3 * H, "p-1-tp2", Decimal("100.75"))]
+    assert [(f.time_ms, f.client_order_id, f.quantity, f.price, f.fee)
+            for f in result.fills] == [
+        (H, "p-1-b", Decimal(10), flat, Decimal(1)),
+        (2 * H, "p-1-s1", Decimal("10.05025"), Decimal("99.50"), Decimal("0.49999994")),
+        (2 * H, "p-1-tp1", Decimal(10), Decimal(101), Decimal("0.505")),
+        (3 * H, "p-1-tp3", Decimal("10.05025"), Decimal("100.75"), Decimal("0.50628134"))]
+    placed = {p.client_order_id: (p.quantity, p.limit_price) for p in result.placed}
+    assert placed["p-1-tp2"] == (Decimal("20.05025"), Decimal("100.75"))
+    assert placed["p-1-tp3"] == (Decimal("10.05025"), Decimal("100.75"))
+    (cycle,) = bot.cycles
+    assert (cycle.buys, cycle.quantity, cycle.average, cycle.reason) == (
+        2, Decimal("20.05025"), Decimal("99.749373449209"), "take_profit")
+    assert cycle.exit_price == Decimal("100.874686724604")
+    assert cycle.fees == Decimal("2.51128128")
+    assert cycle.profit == Decimal("20.05153122") == result.cash
+    assert result.position == 0
+
+
+def test_safety_and_old_take_profit_on_one_real_candle() -> None:
+    """BTCUSDT 1h from 2020-08-01 17:00 UTC (open 1596301200000), one cycle:
+    c0  11632.91 11736.00 11632.41 11732.02  close: base 1000 / 11732.02 = 0.0852368.. ->
+        0.08523 at market.
+    c1  11732.62 11734.21 11561.00 11665.22  base at the open, taker: 999.9712026, fee
+        0.99997120. Ladder: x 0.995 = 11673.9569 -> 11673.95 (1000 / it -> 0.08566), x 0.985 =
+        11556.6307 -> 11556.63 (0.17306); tp1 x 1.01 = 11849.9462 -> 11849.95. All placed at
+        c1's close (c1's low does not count).
+    c2  11665.22 11850.00 11658.22 11769.59  opens below safety 1: it fills at the open as
+        taker, 0.08566 x 11665.22 = 999.2427452, fee 0.99924275. The bot cancels tp1 and asks
+        for tp2 (0.17089 at average 1999.2139478 / 0.17089 = 11698.835202762011 x 1.01 =
+        11815.8235.. -> 11815.83), but that acts at c2's close: tp1 still fills on the high
+        11850.00, maker, 0.08523 x 11849.95 = 1009.9712385, fee 0.50498562. Partial exit: 0.08566
+        left at the same average, so tp2 is cancelled at once and tp3 asks 0.08566 at 11815.83.
+    c3  11769.09 11861.00 11653.06 11829.99  tp3 fills: 1012.1439978, fee 0.50607200; safety
+        2 (11556.63, never reached) is cancelled.
+    Profit 2022.1152363 - 1999.2139478 - 3.01027157 = 19.89101693 (the old in-candle cancel
+    sold all 0.17089 at 11815.83 on c3 instead)."""
+    start = 1_596_301_200_000
+    bot = DcaBot(dca(max_cycles=1))
+    result = BotSimulation(bot, MODEL).run(bars(start, 6))
+    assert [((f.time_ms - start) // H, f.client_order_id, f.quantity, f.price, f.fee,
+             f.liquidity) for f in result.fills] == [
+        (1, "d1-1-b", Decimal("0.08523"), Decimal("11732.62"), Decimal("0.9999712"), TAKER),
+        (2, "d1-1-s1", Decimal("0.08566"), Decimal("11665.22"), Decimal("0.99924275"), TAKER),
+        (2, "d1-1-tp1", Decimal("0.08523"), Decimal("11849.95"), Decimal("0.50498562"), MAKER),
+        (3, "d1-1-tp3", Decimal("0.08566"), Decimal("11815.83"), Decimal("0.506072"), MAKER)]
+    placed = {p.client_order_id: (p.quantity, p.limit_price) for p in result.placed}
+    assert placed["d1-1-s1"] == (Decimal("0.08566"), Decimal("11673.95"))
+    assert placed["d1-1-s2"] == (Decimal("0.17306"), Decimal("11556.63"))
+    assert placed["d1-1-tp1"] == (Decimal("0.08523"), Decimal("11849.95"))
+    assert placed["d1-1-tp2"] == (Decimal("0.17089"), Decimal("11815.83"))
+    (cycle,) = bot.cycles
+    assert (cycle.buys, cycle.quantity, cycle.average) == (
+        2, Decimal("0.17089"), Decimal("11698.835202762011"))
+    assert cycle.profit == Decimal("19.89101693") == result.cash
+    assert result.position == 0
+
+
+# --------------------------------------------------------------------------- unplanned fills
+
+
+def _holding(bot_id: str = "u", **kw: object) -> DcaBot:
+    """A bot that bought its base: 10 at 100 (tp1 10 at 101, safety 1 10.05025 at 99.5)."""
+    bot = DcaBot(dca(bot_id=bot_id, **kw))
+    bot.on_candle(Bar(0, H, Decimal(100), Decimal(100), Decimal(100), Decimal(100)))
+    bot.on_fill(BotFill(f"{bot_id}-1-b", BUY, Decimal(10), Decimal(100), Decimal(0), TAKER, H))
+    return bot
+
+
+def test_capped_take_profit_is_a_partial_exit() -> None:
+    """The executor caps a reduce-only sell to the position: tp1 (10) fills 4 only. The bot
+    holds 6 at the same average 100 and asks for them at 101 again."""
+    bot = _holding()
+    intents = bot.on_fill(BotFill("u-1-tp1", SELL, Decimal(4), Decimal(101), Decimal(0), MAKER,
+                                  2 * H))
+    assert intents == [CancelOrder("u-1-tp1"),
+                       PlaceOrder("u-1-tp2", SELL, Decimal(6), Decimal("101.00"),
+                                  "dca-take-profit")]
+    assert (bot.quantity, bot.average, bot.phase) == (Decimal(6), Decimal(100), "holding")
+    bot.on_fill(BotFill("u-1-tp2", SELL, Decimal(6), Decimal(101), Decimal(0), MAKER, 3 * H))
+    assert bot.cycles[0].profit == Decimal(10)  # 10 x (101 - 100), no fees
+    assert bot.cycles[0].exit_price == Decimal(101)
+
+
+def test_safety_filling_after_the_cycle_starts_the_next_one() -> None:
+    """Safety 1's cancel did not act (refused by the gate): it fills after tp1 closed cycle 1.
+    The bot keeps it as cycle 2's base: a take-profit, no ladder, no market buy."""
+    bot = _holding()
+    assert bot.on_fill(BotFill("u-1-tp1", SELL, Decimal(10), Decimal(101), Decimal(0), MAKER,
+                               2 * H)) == [CancelOrder("u-1-s1"), CancelOrder("u-1-s2")]
+    intents = bot.on_fill(BotFill("u-1-s1", BUY, Decimal(10), Decimal("99.5"), Decimal(0),
+                                  MAKER, 3 * H))
+    # 99.5 x 1.01 = 100.495 -> up to 100.50
+    assert intents == [PlaceOrder("u-2-tp1", SELL, Decimal(10), Decimal("100.50"),
+                                  "dca-take-profit")]
+    assert (bot.cycle, bot.phase) == (2, "holding")
+    bar = Bar(3 * H, 4 * H, Decimal(100), Decimal(100), Decimal(100), Decimal(100))
+    assert bot.on_candle(bar) == []  # holding: no new base order
+    bot.on_fill(BotFill("u-2-tp1", SELL, Decimal(10), Decimal("100.5"), Decimal(0), MAKER,
+                        5 * H))
+    assert [(c.number, c.buys, c.profit) for c in bot.cycles] == [
+        (1, 1, Decimal(10)), (2, 1, Decimal(10))]
+
+
+def test_partial_stop_is_asked_for_again_under_a_new_id() -> None:
+    """The stop sold 4 of 10 (capped): the bot holds 6; the next close still below the stop
+    sells them with -sl2; a sell while flat is not the bot's and is ignored."""
+    bot = _holding("s", stop_loss=Decimal("0.05"))
+    low = Bar(H, 2 * H, Decimal(94), Decimal(94), Decimal(94), Decimal(94))
+    assert bot.on_candle(low)[-1] == PlaceOrder("s-1-sl", SELL, Decimal(10), None, "dca-stop")
+    assert bot.on_fill(BotFill("s-1-sl", SELL, Decimal(4), Decimal(94), Decimal(0), TAKER,
+                               2 * H)) == []
+    assert bot.on_candle(low) == [PlaceOrder("s-1-sl2", SELL, Decimal(6), None, "dca-stop")]
+    bot.on_fill(BotFill("s-1-sl2", SELL, Decimal(6), Decimal(93), Decimal(0), TAKER, 3 * H))
+    # 4 x 94 + 6 x 93 - 10 x 100
+    assert (bot.cycles[0].reason, bot.cycles[0].profit) == ("stop_loss", Decimal(-66))
+    assert bot.on_fill(BotFill("s-1-tp1", SELL, Decimal(1), Decimal(101), Decimal(0), MAKER,
+                               4 * H)) == []
+    assert bot.quantity == 0
+    assert len(bot.cycles) == 1
+
+
+def test_refused_stop_is_decided_again_on_the_next_close() -> None:
+    bot = _holding("s", stop_loss=Decimal("0.05"))
+    low = Bar(H, 2 * H, Decimal(94), Decimal(94), Decimal(94), Decimal(94))
+    bot.on_candle(low)
+    assert bot.on_rejected("s-1-sl", "system.kill_switch") == []
+    assert bot.phase == "holding"
+    up = Bar(2 * H, 3 * H, Decimal(99), Decimal(99), Decimal(99), Decimal(99))
+    # back above the stop: a take-profit again (the first one was cancelled with the stop)
+    assert bot.on_candle(up) == [PlaceOrder("s-1-tp2", SELL, Decimal(10), Decimal("101.00"),
+                                            "dca-take-profit")]

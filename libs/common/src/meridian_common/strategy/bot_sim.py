@@ -1,8 +1,16 @@
 """Candle-driven paper simulation of a bot (`intents.Bot`), with the shared fill model.
 
-Timing, the same rule for every order: what the bot asks for while candle k is going on (on a
-fill) or when it closes is placed at k's close, so it can trade from candle k+1 on. Market
-orders fill at the open of the first candle at or after their placement (`PaperFillModel.
+Timing, the bots host's rule (`meridian_signals.bots.handler`) for every answer of the bot:
+what it asks for while candle k is going on (to a fill) or when k closes (`on_candle`), places
+AND cancels alike, takes effect at k's close, after every fill of candle k, so it acts from
+candle k+1 on. On the bus the paper executor has evaluated the whole candle before the bot
+hears its fills, so an order the bot cancels on a fill can still fill later in the same candle
+(the bot must handle that fill: `dca.DcaBot` takes a replaced take-profit's fill as a partial
+exit); the simulation does the same, so both give the same fills for any candles. What the bot
+answers to a refusal of an order placed at k's close (`on_rejected`, heard before the fills of
+candle k+1) takes effect at k+1's close, as on the bus, ahead of the answers to k+1's fills.
+
+Market orders fill at the open of the first candle at or after their placement (`PaperFillModel.
 market`); limit orders are `triggers.RestingLimit`s filled by `PaperFillModel.fill`: taker at
 the open when marketable on their first candle, else maker at the limit once a candle trades
 through it. There is no second fill rule here.
@@ -10,9 +18,14 @@ through it. There is no second fill rule here.
 Inside one candle the path is unknown. The simulation takes, in this order: market orders,
 then limit orders that filled at the open (that price came first), then resting buys from the
 highest down, then resting sells from the lowest up: the low before the high, the worse order
-for these long-only bots (a safety order fills before a take-profit can). A fill is reported
-to the bot at once and the cancels it answers with take effect at once, so an order the bot
-cancelled on a fill cannot fill later in the same candle.
+for these long-only bots (a safety order fills before a take-profit can); `triggers.path_order`,
+the key the paper executor sorts its fills by too. The fills are reported to the bot one by one
+in that order.
+
+A sell is reduce-only, as the bots host sends it (the bots are long-only on spot): it fills for
+at most the position held at that point of the path (a smaller fill, the rest cancelled) and
+not at all when there is none (dropped, and the bot is not told: the host does not read the
+executor's order events either).
 
 Every new order goes through `ExposureLimits` (when given) first; a refused one is recorded
 with the rule it broke and reported to the bot (`on_rejected`). Cash and position are kept
@@ -25,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from meridian_common.fills import PaperFillModel, SimulatedFill
+from meridian_common.fills import PaperFillModel
 from meridian_common.money import MONEY_CONTEXT, ZERO
 from meridian_common.strategy.exposure import ExposureLimits
 from meridian_common.strategy.intents import (
@@ -37,9 +50,7 @@ from meridian_common.strategy.intents import (
     Intent,
     PlaceOrder,
 )
-from meridian_common.triggers import Hit, RestingLimit
-
-_MAX_REJECTION_DEPTH = 8  # a bot answering every refusal with a new order must not loop
+from meridian_common.triggers import Hit, RestingLimit, path_order
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +109,8 @@ class BotSimulation:
     placed: list[PlaceOrder] = field(default_factory=list)
     used_ids: set[str] = field(default_factory=set)
     last_price: Decimal = ZERO
+    # answers to refusals at the last close: they go out at the next close, as on the bus
+    pending: list[Intent] = field(default_factory=list)
 
     def run(self, bars: Iterable[Bar]) -> SimResult:
         equity: list[EquityPoint] = []
@@ -108,11 +121,11 @@ class BotSimulation:
         return SimResult(list(self.fills), list(self.refused), equity, list(self.placed))
 
     def step(self, bar: Bar) -> None:
-        """One candle: fills in path order (module docstring), then the bot's close."""
+        """One candle: every fill in path order, then all the bot's answers at the close."""
+        answers, self.pending = self.pending, []
         for entry in [o for o in self.open.values() if o.limit is None]:
             if entry.placed_ms <= bar.open_ms:
-                sim = self.model.market(entry.order.side, entry.order.quantity, bar.open)
-                self._filled(entry, sim, bar)
+                answers += self._filled(entry, None, bar)
         hits: list[tuple[_Open, Hit[Decimal]]] = []
         for entry in [o for o in self.open.values() if o.limit is not None]:
             assert entry.limit is not None
@@ -123,29 +136,38 @@ class BotSimulation:
                 del self.open[entry.order.client_order_id]  # expired (no bot sets expiry yet)
             else:
                 entry.limit = after
-        for entry, hit in sorted(hits, key=_path_order):
-            if entry.order.client_order_id in self.open:  # not cancelled by an earlier fill
-                sim = self.model.fill(entry.order.side, entry.order.quantity, hit)
-                self._filled(entry, sim, bar)
+        for entry, hit in sorted(hits, key=_path_key):
+            answers += self._filled(entry, hit, bar)
         self.last_price = bar.close
-        self._apply(self.bot.on_candle(bar), bar.close_ms)
+        answers += self.bot.on_candle(bar)
+        self._apply(answers, bar.close_ms)
 
-    def _filled(self, entry: _Open, sim: SimulatedFill, bar: Bar) -> None:
+    def _filled(self, entry: _Open, hit: Hit[Decimal] | None, bar: Bar) -> list[Intent]:
+        """Fill `entry` (a market order when `hit` is None); the bot's answer, not yet applied."""
         order, ctx = entry.order, MONEY_CONTEXT
         del self.open[order.client_order_id]
-        notional = ctx.multiply(order.quantity, sim.price)
+        quantity = order.quantity
+        if order.side != BUY:  # reduce-only: capped to the position, nothing when flat
+            quantity = min(quantity, self.position)
+            if quantity <= 0:
+                return []
+        sim = self.model.market(order.side, quantity, bar.open) if hit is None else \
+            self.model.fill(order.side, quantity, hit)
+        notional = ctx.multiply(quantity, sim.price)
         if order.side == BUY:
-            self.position = ctx.add(self.position, order.quantity)
+            self.position = ctx.add(self.position, quantity)
             self.cash = ctx.subtract(self.cash, ctx.add(notional, sim.fee))
         else:
-            self.position = ctx.subtract(self.position, order.quantity)
+            self.position = ctx.subtract(self.position, quantity)
             self.cash = ctx.add(self.cash, ctx.subtract(notional, sim.fee))
-        fill = BotFill(order.client_order_id, order.side, order.quantity, sim.price, sim.fee,
+        fill = BotFill(order.client_order_id, order.side, quantity, sim.price, sim.fee,
                        sim.liquidity, bar.open_ms)
         self.fills.append(fill)
-        self._apply(self.bot.on_fill(fill), bar.close_ms)
+        return self.bot.on_fill(fill)
 
-    def _apply(self, intents: list[Intent], placed_ms: int, depth: int = 0) -> None:
+    def _apply(self, intents: list[Intent], placed_ms: int) -> None:
+        """Place and cancel in the bot's order; a refusal is told to the bot at once, and its
+        answer waits for the next close (`pending`)."""
         for intent in intents:
             if isinstance(intent, CancelOrder):
                 self.open.pop(intent.client_order_id, None)  # gone already: filled or refused
@@ -157,8 +179,7 @@ class BotSimulation:
                 intent, self.position, (o.order for o in self.open.values()), self.last_price)
             if refusal is not None:
                 self.refused.append(Refused(placed_ms, coid, refusal.rule, refusal.detail))
-                if depth < _MAX_REJECTION_DEPTH:
-                    self._apply(self.bot.on_rejected(coid, refusal.rule), placed_ms, depth + 1)
+                self.pending += self.bot.on_rejected(coid, refusal.rule)
                 continue
             self.used_ids.add(coid)
             self.placed.append(intent)
@@ -167,12 +188,8 @@ class BotSimulation:
             self.open[coid] = _Open(intent, placed_ms, limit)
 
 
-def _path_order(item: tuple[_Open, Hit[Decimal]]) -> tuple[int, Decimal]:
-    """Fills at the open first, then buys from the highest limit, then sells from the lowest."""
+def _path_key(item: tuple[_Open, Hit[Decimal]]) -> tuple[int, Decimal]:
+    """`triggers.path_order`, the one rule the paper executor sorts its fills by too."""
     entry, hit = item
     assert entry.limit is not None
-    if hit.at_open:
-        return (0, ZERO)
-    if entry.order.side == BUY:
-        return (1, -entry.limit.limit)
-    return (2, entry.limit.limit)
+    return path_order(entry.order.side, entry.limit.limit, hit)

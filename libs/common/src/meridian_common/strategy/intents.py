@@ -96,7 +96,8 @@ Intent = PlaceOrder | CancelOrder
 
 @dataclass(frozen=True, slots=True)
 class BotFill:
-    """A fill of one of the bot's orders (whole quantity: the paper model has no partials)."""
+    """A fill of one of the bot's orders: the whole order, except a sell capped to the position
+    (the executor treats the bots' sells as reduce-only)."""
 
     client_order_id: str
     side: int

@@ -49,13 +49,12 @@ Limits:
   the next safety fill, and a stop-loss (when set) ends the cycle; otherwise the cycle waits
   for ever. A reduce-only sell the executor caps to a smaller position (another strategy sold
   on the symbol) reaches the bot as a fill of the capped quantity.
-- A cancel the bot answers to a fill takes effect at that candle's close, not inside it as in
-  `bot_sim`: the executor has evaluated the whole candle before the bot hears the fill. So a
-  candle crossing a DCA safety order and the take-profit it replaces fills both (the old
-  take-profit is capped to the position, and the bot, which no longer knows that id, ignores
-  its fill). The 48 h windows of the tests never cross both; the lead decides which side moves.
-- A refused DCA base order is asked for again on the next candle under the same client id
-  (`dca.DcaBot`, as in `bot_sim`): the gate must decide an intent id again after refusing it.
+- A cancel the bot answers to a fill takes effect at that candle's close (the executor has
+  evaluated the whole candle before the bot hears the fill), as in `bot_sim`: a candle crossing
+  a DCA safety order and the take-profit it replaces fills both, and `DcaBot` books the old
+  take-profit's fill as a partial exit.
+- A refused DCA base order is asked for again on the next candle under the same client id;
+  the gate decides an intent again when it comes at a later time.
 - A rejected decision on a cancel leaves the order where it was (the bot is not told: there
   is nothing for it to forget), and the host logs it.
 - The rebuild needs fill.v1 and risk.decision.v1 kept as long as the bots have traded (the
