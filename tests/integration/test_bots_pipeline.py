@@ -113,7 +113,7 @@ def test_grid_bot_fills_are_the_hand_checked_ones_in_process_and_over_kafka(
     assert spec.strategy == "bots"
     reports = {}
     for name, kafka in (("embedded", False), ("kafka", True)):
-        report, paths = backtest.run(spec, kafka=kafka, pg_dir=tmp_path / "pg",
+        _report, paths = backtest.run(spec, kafka=kafka, pg_dir=tmp_path / "pg",
                                      reports=tmp_path / name, mc_runs=50, mc_seed=7)
         reports[name] = paths["report.json"].read_bytes(), paths["trades.json"].read_bytes()
         fills = _fills(place, spec)

@@ -174,6 +174,7 @@ def _without_annotations(path: Path, into: Path) -> Path:
 
 HOST = {"job": "meridian", "instance": "risk:9100", "service": "risk"}
 LIVE = {"job": "meridian", "instance": "ingest-live:9100", "service": "ingest", "mode": "live"}
+BOTS = {"job": "meridian", "instance": "bots:9100", "service": "bots"}
 
 
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -216,6 +217,12 @@ def _rule_cases() -> list[dict[str, Any]]:
         _case([_series("up", "1 0x20", **LIVE)],
               [("3m", "MeridianLiveIngestDown", []),
                ("10m", "MeridianLiveIngestDown", [{"severity": "warning", **LIVE}])]),
+        # the bots host not running (compose without its profile): its own warning, after 5m,
+        # and never the critical MeridianTargetDown
+        _case([_series("up", "1 0x20", **BOTS), _series("up", "1x20", **HOST)],
+              [("3m", "MeridianBotsHostDown", []),
+               ("10m", "MeridianBotsHostDown", [{"severity": "warning", **BOTS}]),
+               ("10m", "MeridianTargetDown", [])]),
         # counters start at 0 (the contract): one error at minute 6 is seen
         _case([_series("meridian_handler_errors_total", "0x5 1x20", stage="act", **HOST),
                _series("meridian_handler_errors_total", "0x25", stage="handle", **HOST),

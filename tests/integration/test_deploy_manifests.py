@@ -8,9 +8,11 @@ endpoints of docs/observability.md and a non-root, read-only security context; s
 from Secret references; every rendered object and secret template is valid against the
 Kubernetes OpenAPI schema (kubernetes-validate --strict, offline) and docker-compose.yml against
 the compose specification (check-jsonschema); the Dockerfile copies paths that exist, every
-workspace member, and pins the same uv as the Makefile. Kubernetes checks run on both overlays:
-dev (the CSV replay Job) and live (the live-ingest StatefulSet from components/ingest-live,
-without the Job).
+workspace member, and pins the same uv as the Makefile. Kubernetes checks run on the three
+overlays: dev (the CSV replay Job), live (the live-ingest StatefulSet from components/ingest-live,
+without the Job) and bots (dev plus the bots host from components/bots, whose risk gate takes
+the bots' intents). The bots host is `python -m meridian_signals.bots` (service "signals.bots"
+here: its module), reporting as service "bots"; the gate takes intents exactly where it runs.
 """
 
 from __future__ import annotations
@@ -37,19 +39,30 @@ from meridian_cli.settings import SETTINGS_CLASSES
 from meridian_common import config
 from meridian_control.settings import ControlSettings
 from meridian_ingest.sharding import owned_symbols
+from meridian_risk.settings import RiskSettings
+from meridian_signals.bots import spec as bots_spec
+from meridian_signals.bots.handler import BotsHandler
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 BASE = K8S / "base"
 DEV = K8S / "overlays" / "dev"
 LIVE = K8S / "overlays" / "live"
+BOTS_OVERLAY = K8S / "overlays" / "bots"
 LIVE_COMPONENT = K8S / "components" / "ingest-live"
-OVERLAYS = {"dev": DEV, "live": LIVE}
+BOTS_COMPONENT = K8S / "components" / "bots"
+OVERLAYS = {"dev": DEV, "live": LIVE, "bots": BOTS_OVERLAY}
+BOTS_EXAMPLE = REPO / "deploy" / "bots" / "bots.example.toml"
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 SERVICES = ("ingest", "features", "signals", "risk", "execution", "ledger")
 CONSUMERS = SERVICES[1:]
 CONTROL = "control"
+# The bots host: `python -m meridian_signals.bots` (its settings prefix MERIDIAN_BOTS_), whose
+# series carry service="bots" (its handler's name) like the scrape target's label.
+BOTS = "signals.bots"
+SETTINGS_NAMES = {BOTS: "bots"}
+SERVICE_LABELS = {BOTS: BotsHandler.name}
 # features and signals rebuild their state on every partition assignment, so they scale out
 # (HPA, RollingUpdate); risk, execution and the ledger are one consumer each (Recreate).
 SCALED = ("features", "signals")
@@ -78,7 +91,7 @@ def _names(cls: type[BaseSettings]) -> set[str]:
 def _service_class(service: str) -> type[BaseSettings]:
     """The service's own settings class (the CLI's pipeline classes and the control plane's)."""
     by_prefix = {_prefix(cls): cls for cls in (*SETTINGS_CLASSES, ControlSettings)}
-    return by_prefix[f"MERIDIAN_{service.upper()}_"]
+    return by_prefix[f"MERIDIAN_{SETTINGS_NAMES.get(service, service).upper()}_"]
 
 
 def valid_names(service: str) -> set[str]:
@@ -105,6 +118,8 @@ def test_valid_names_come_from_the_code() -> None:
     assert "MERIDIAN_LEDGER_ACCOUNT" in valid_names("ledger")
     assert "MERIDIAN_LEDGER_ACCOUNT" not in valid_names("risk")
     assert "MERIDIAN_CONTROL_TOKEN" in valid_names("control")
+    assert "MERIDIAN_BOTS_CONFIG" in valid_names(BOTS)
+    assert "MERIDIAN_SIGNALS_MODEL_DIR" not in valid_names(BOTS)
     with pytest.raises(pytest.fail.Exception, match="MERIDIAN_KAFKA_BOOTSTRAPS"):
         check_env("features", {"MERIDIAN_KAFKA_BOOTSTRAPS": "kafka:9092"}, "guard")
     with pytest.raises(pytest.fail.Exception, match="MERIDIAN_LOG_LEVEL"):
@@ -156,16 +171,18 @@ def apply_patch(docs: list[dict[str, Any]], patch: dict[str, Any], where: Path) 
         merge(matches[0], patch)
 
 
-def render(kdir: Path) -> list[dict[str, Any]]:
+def render(kdir: Path, including: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """A minimal `kubectl kustomize`: resources (files and bases), components, patches from files
-    (strategic merge, `$patch: delete`), namespace and image tags."""
+    (strategic merge, `$patch: delete`), namespace and image tags. A component works on the
+    objects of the kustomization that includes it (`including`): its resources join them and its
+    patches apply to all of them, as kustomize does (components/bots patches the base's risk)."""
     kust = load_docs(kdir / "kustomization.yaml")[0]
-    docs: list[dict[str, Any]] = []
+    docs: list[dict[str, Any]] = [] if including is None else including
     for entry in kust.get("resources", []):
         path = (kdir / entry).resolve()
         docs += render(path) if path.is_dir() else load_docs(path)
     for entry in kust.get("components", []):
-        docs += render((kdir / entry).resolve())
+        docs = render((kdir / entry).resolve(), docs)
     for entry in kust.get("patches", []):
         assert set(entry) == {"path"}, f"{kdir}: only patches from files are understood here"
         for patch in load_docs(kdir / entry["path"]):
@@ -254,12 +271,14 @@ def service_of(container: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module", params=sorted(OVERLAYS))
 def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
-    """Each overlay in turn: every check taking this fixture runs on dev and on live."""
+    """Each overlay in turn: every check taking this fixture runs on dev, live and bots."""
     return render(OVERLAYS[request.param])
 
 
 def overlay_of(docs: list[dict[str, Any]]) -> str:
-    return "live" if by_kind(docs, "StatefulSet") else "dev"
+    if by_kind(docs, "StatefulSet"):
+        return "live"
+    return "bots" if any(service_of(c) == BOTS for _d, c in containers(docs)) else "dev"
 
 
 def live_ingest(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -289,9 +308,10 @@ def test_every_kustomization_file_is_used() -> None:
         assert listed <= present, f"{kust_path}: listed but missing: {listed - present}"
         assert present - listed <= {p.name for p in SECRET_TEMPLATES}, \
             f"{kust_path}: not listed: {present - listed}"
-    live = load_docs(LIVE / "kustomization.yaml")[0]
-    assert (LIVE / live["components"][0]).resolve() == LIVE_COMPONENT
-    assert load_docs(LIVE_COMPONENT / "kustomization.yaml")[0]["kind"] == "Component"
+    for overlay, component in ((LIVE, LIVE_COMPONENT), (BOTS_OVERLAY, BOTS_COMPONENT)):
+        kust = load_docs(overlay / "kustomization.yaml")[0]
+        assert (overlay / kust["components"][0]).resolve() == component
+        assert load_docs(component / "kustomization.yaml")[0]["kind"] == "Component"
 
 
 def test_base_lists_every_manifest_except_the_secret_templates() -> None:
@@ -308,12 +328,14 @@ def test_base_lists_every_manifest_except_the_secret_templates() -> None:
 
 
 def test_one_deployment_per_consumer_and_one_ingest(rendered: list[dict[str, Any]]) -> None:
-    """dev: the replay Job; live: the live StatefulSet and no Job (never both on one topic)."""
+    """dev and bots: the replay Job; live: the live StatefulSet and no Job (never both on one
+    topic); bots: the bots host too."""
     def services(kind: str) -> set[str]:
         return {service_of(c) for d, c in containers(rendered) if d["kind"] == kind}
 
-    assert services("Deployment") == {*CONSUMERS, CONTROL}
-    if overlay_of(rendered) == "dev":
+    bots = {BOTS} if overlay_of(rendered) == "bots" else set()
+    assert services("Deployment") == {*CONSUMERS, CONTROL, *bots}
+    if overlay_of(rendered) != "live":
         assert services("Job") == {"ingest"}
         assert services("StatefulSet") == set()
     else:
@@ -407,7 +429,7 @@ def test_secrets_come_only_from_secret_refs(rendered: list[dict[str, Any]]) -> N
 def test_workload_commands_run_existing_modules(rendered: list[dict[str, Any]]) -> None:
     for doc, container in containers(rendered):
         service = service_of(container)
-        assert service in (*SERVICES, CONTROL)
+        assert service in (*SERVICES, CONTROL, BOTS)
         check_command(container["command"], service, doc["metadata"]["name"])
         assert container["image"] == "meridian:dev"
 
@@ -493,7 +515,8 @@ def test_rollout_strategies_keep_one_consumer(rendered: list[dict[str, Any]]) ->
         assert strategy["type"] == "RollingUpdate", service
         assert strategy["rollingUpdate"]["maxUnavailable"] == 0, service
         assert strategy["rollingUpdate"]["maxSurge"] >= 1, service
-    for service in SINGLE:
+    single = (*SINGLE, BOTS) if overlay_of(rendered) == "bots" else SINGLE
+    for service in single:
         deployment = deployment_of(rendered, service)
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}, service
         assert deployment["spec"]["replicas"] == 1, service
@@ -596,6 +619,43 @@ def test_live_statefulset_rolls_in_order_with_pdb_and_headless_service(
     # its pods are its own: no other workload's selector or template overlaps them
     for other in by_kind(live, "Deployment").values():
         assert not other["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+# --- the bots host (overlays/bots, components/bots) ---------------------------------------------
+
+def risk_settings(docs: list[dict[str, Any]]) -> RiskSettings:
+    (container,) = deployment_of(docs, "risk")["spec"]["template"]["spec"]["containers"]
+    return config.load(RiskSettings, environ=container_env(docs, container))
+
+
+def test_the_gate_takes_intents_exactly_where_the_bots_host_runs(
+        rendered: list[dict[str, Any]]) -> None:
+    """A gate taking intents waits for the bots host's stream on every symbol (without the host
+    nothing is decided); a host whose gate does not take intents has its orders dead-lettered.
+    Next to the bots the gate requires no stop (they place none) and still takes signals."""
+    bots = [c for _d, c in containers(rendered) if service_of(c) == BOTS]
+    settings = risk_settings(rendered)
+    assert settings.intents == bool(bots) == (overlay_of(rendered) == "bots")
+    if bots:
+        assert settings.require_stop_loss is False
+        assert settings.signals is True
+
+
+def test_bots_host_reads_the_example_bots_file_from_its_configmap() -> None:
+    """MERIDIAN_BOTS_CONFIG names the ConfigMap's key where the pod mounts it (read-only), and
+    the ConfigMap holds deploy/bots/bots.example.toml verbatim (the file compose mounts), which
+    the host's own parser accepts."""
+    docs = render(BOTS_OVERLAY)
+    deployment = deployment_of(docs, BOTS)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    path = Path(container_env(docs, container)["MERIDIAN_BOTS_CONFIG"])
+    mount = {m["mountPath"]: m for m in container["volumeMounts"]}[str(path.parent)]
+    assert mount["readOnly"] is True
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    configmap = by_kind(docs, "ConfigMap")[volumes[mount["name"]]["configMap"]["name"]]
+    text = configmap["data"][path.name]
+    assert text == BOTS_EXAMPLE.read_text()
+    assert [s.kind for s in bots_spec.parse(tomllib.loads(text))] == ["grid", "dca"]
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
@@ -751,9 +811,9 @@ def long_running(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_compose_has_one_container_per_service(compose: dict[str, Any]) -> None:
-    assert set(meridian_services(compose)) == {*SERVICES, "ingest-live", CONTROL}
+    assert set(meridian_services(compose)) == {*SERVICES, "ingest-live", CONTROL, "bots"}
     assert {compose_service(s) for s in meridian_services(compose).values()} == \
-        {*SERVICES, CONTROL}
+        {*SERVICES, CONTROL, BOTS}
     assert {"kafka", "timescaledb", "prometheus", "grafana"} <= set(compose["services"])
 
 
@@ -796,7 +856,8 @@ def test_compose_control_plane_has_no_default_token(compose: dict[str, Any]) -> 
 def test_compose_long_running_services_have_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(long_running(compose)) == \
-        {"kafka", "timescaledb", "prometheus", "grafana", *CONSUMERS, "ingest-live", CONTROL}
+        {"kafka", "timescaledb", "prometheus", "grafana", *CONSUMERS, "ingest-live", CONTROL,
+         "bots"}
     for name, svc in {**long_running(compose), **meridian_services(compose)}.items():
         assert svc["healthcheck"]["test"], name
     for name, svc in meridian_services(compose).items():
@@ -881,7 +942,8 @@ def test_compose_live_ingest_is_opt_in_and_off_the_replay_topics(compose: dict[s
     which by default publishes under another topic prefix than the replay."""
     services = meridian_services(compose)
     assert services["ingest-live"]["profiles"] == ["live"]
-    assert all("profiles" not in svc for name, svc in services.items() if name != "ingest-live")
+    assert all("profiles" not in svc for name, svc in services.items()
+               if name not in ("ingest-live", "bots"))
     ingest = _service_class("ingest")
     replay_env = compose_env(services["ingest"])
     live_env = compose_env(services["ingest-live"])
@@ -891,6 +953,38 @@ def test_compose_live_ingest_is_opt_in_and_off_the_replay_topics(compose: dict[s
     assert live_settings.replicas == 1
     assert live_settings.replica_index is None
     assert live_env["MERIDIAN_TOPIC_PREFIX"] != replay_env["MERIDIAN_TOPIC_PREFIX"]
+
+
+def test_compose_bots_host_is_opt_in_and_the_gate_takes_intents_only_when_told(
+        compose: dict[str, Any]) -> None:
+    """`--profile bots` adds the bots host with the example bots file (mounted read-only); the
+    gate's MERIDIAN_RISK_INTENTS and _REQUIRE_STOP_LOSS come from the shell or .env with the
+    code's defaults, so a plain `docker compose up` never waits for a bots host that is not
+    there, and the command at the top of the file switches both."""
+    services = meridian_services(compose)
+    bots = services["bots"]
+    assert bots["profiles"] == ["bots"]
+    assert compose_service(bots) == BOTS
+    path = compose_env(bots)["MERIDIAN_BOTS_CONFIG"]
+    mounts = {v.split(":")[1]: v.split(":") for v in bots["volumes"]}
+    source, _, mode = mounts[path]
+    assert (source, mode) == ("./deploy/bots/bots.example.toml", "ro")
+    assert (REPO / source).resolve() == BOTS_EXAMPLE
+    assert [s.kind for s in bots_spec.load(BOTS_EXAMPLE)] == ["grid", "dca"]
+    risk = services["risk"]["environment"]
+    assert risk["MERIDIAN_RISK_INTENTS"] == "${MERIDIAN_RISK_INTENTS:-false}"
+    assert risk["MERIDIAN_RISK_REQUIRE_STOP_LOSS"] == "${MERIDIAN_RISK_REQUIRE_STOP_LOSS:-true}"
+    env = compose_env(services["risk"])
+    default = config.load(RiskSettings, environ=env)
+    assert (default.intents, default.require_stop_loss) == (
+        RiskSettings.model_fields["intents"].default,
+        RiskSettings.model_fields["require_stop_loss"].default) == (False, True)
+    told = config.load(RiskSettings, environ={
+        **env, "MERIDIAN_RISK_INTENTS": "true", "MERIDIAN_RISK_REQUIRE_STOP_LOSS": "false"})
+    assert (told.intents, told.require_stop_loss) == (True, False)
+    header = COMPOSE.read_text().split("\nname:")[0]
+    assert "MERIDIAN_RISK_INTENTS=true MERIDIAN_RISK_REQUIRE_STOP_LOSS=false" in header
+    assert "docker compose --profile bots up" in header
 
 
 def test_compose_ingest_reads_the_shared_data_read_only(compose: dict[str, Any]) -> None:
@@ -915,7 +1009,8 @@ def test_prometheus_scrapes_every_compose_service(compose: dict[str, Any]) -> No
     for name, svc in meridian_services(compose).items():
         target = f"{name}:{compose_port(svc)}"
         assert target in targets, target
-        assert targets[target]["service"] == compose_service(svc), target
+        service = compose_service(svc)
+        assert targets[target]["service"] == SERVICE_LABELS.get(service, service), target
 
 
 def test_prometheus_loads_its_config_and_rules_from_the_mounted_directory(

@@ -3,13 +3,16 @@ scraping the real services.
 
 The services run as they are deployed, one OS process each (`python -m meridian_<name>`) over
 real Kafka and PostgreSQL: the five consumers, the control plane, ingest replaying two months of
-the shared candles, and ingest in live mode against the fake exchange (its clock running hours
-per second). Prometheus (the real binary) runs with deploy/prometheus/prometheus.yml, its rule
-files and target labels unchanged, only the addresses swapped for the processes' free loopback
-ports and the intervals made 1 s. The test then proves: every target was up at once, every rule
-group loaded and evaluates without error, and each query (Grafana's variables substituted as
-"All" does) returned at least one sample while the pipeline ran. A failure lists each query
-that never returned data, with the log of any service that died.
+the shared candles, ingest in live mode against the fake exchange (its clock running hours
+per second), and the bots host with deploy/bots/bots.example.toml, its risk gate taking the
+bots' intents as docker compose's "bots" profile runs it (the example's bots start in 2023,
+after this replay: until then the host only passes the candle times on, and the gate waits for
+them on every symbol). Prometheus (the real binary) runs with deploy/prometheus/prometheus.yml,
+its rule files and target labels unchanged, only the addresses swapped for the processes' free
+loopback ports and the intervals made 1 s. The test then proves: every target was up at once,
+every rule group loaded and evaluates without error, and each query (Grafana's variables
+substituted as "All" does) returned at least one sample while the pipeline ran. A failure lists
+each query that never returned data, with the log of any service that died.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ pq = sibling_module(__file__, "promqueries")
 promserver = sibling_module(__file__, "promserver")
 
 CONSUMERS = ("features", "signals", "risk", "execution", "ledger")
+BOTS_FILE = pq.REPO / "deploy" / "bots" / "bots.example.toml"
+# The gate next to the bots host (docker-compose.yml's "bots" profile, components/bots in k8s).
+RISK_WITH_BOTS = {"MERIDIAN_RISK_INTENTS": "true", "MERIDIAN_RISK_REQUIRE_STOP_LOSS": "false"}
 SYMBOLS = "BTCUSDT,ETHUSDT"
 TOKEN = "it-prom-token-7d2e91c4a8"  # the control plane's bearer token (a test value)
 # Two months of hourly candles at 50 event-time hours per wall-clock second: ~30 s of replay,
@@ -194,14 +200,18 @@ def _drain(pipe: IO[bytes], into: Path) -> None:
 
 
 def _start_services(procs: Processes, port: dict[str, int], db: str, prefix: str) -> None:
-    """Everything but the replay: the consumers, the control plane and live ingest (on its own
-    topic prefix, as in docker-compose.yml, so the pipeline sees the replay only)."""
+    """Everything but the replay: the consumers, the bots host, the control plane and live ingest
+    (on its own topic prefix, as in docker-compose.yml, so the pipeline sees the replay only)."""
     exchange_url = _start_fake_exchange(procs)
     for name in CONSUMERS:
         env = {"MERIDIAN_METRICS_PORT": str(port[name])}
         if name == "ledger":
             env["MERIDIAN_DATABASE_URL"] = db
+        if name == "risk":
+            env.update(RISK_WITH_BOTS)
         procs.start(name, ["-m", f"meridian_{name}"], env)
+    procs.start("bots", ["-m", "meridian_signals.bots"], {
+        "MERIDIAN_METRICS_PORT": str(port["bots"]), "MERIDIAN_BOTS_CONFIG": str(BOTS_FILE)})
     procs.start("control", ["-m", "meridian_control"], {
         "MERIDIAN_CONTROL_PORT": str(port["control"]), "MERIDIAN_CONTROL_TOKEN": TOKEN,
         "MERIDIAN_DATABASE_URL": db})
@@ -271,11 +281,11 @@ def test_every_dashboard_and_alert_query_returns_data_from_the_real_services(
         kafka_bootstrap: str, new_database: Callable[[str], str], topic_prefix: str,
         tmp_path: Path) -> None:
     db = new_database("prom")
-    names = ("prometheus", "ingest", "ingest-live", "control", *CONSUMERS)
+    names = ("prometheus", "ingest", "ingest-live", "control", "bots", *CONSUMERS)
     port = dict(zip(names, _free_ports(len(names)), strict=True))
     address = {n: f"127.0.0.1:{p}" for n, p in port.items()}
     targets = {promserver.labels(service=n): address[n]
-               for n in (*CONSUMERS, "ingest", "control")}
+               for n in (*CONSUMERS, "ingest", "control", "bots")}
     targets[promserver.labels(service="ingest", mode="live")] = address["ingest-live"]
     rendered = promserver.render_config(pq.PROMETHEUS_CONFIG, targets, address["prometheus"])
     assert not rendered.not_started, (

@@ -69,6 +69,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
+from prometheus_client import CollectorRegistry
 
 from meridian.v1 import (
     candle_pb2,
@@ -92,6 +93,7 @@ from meridian_common.strategy.intents import (
     Intent,
     PlaceOrder,
 )
+from meridian_signals.bots.metrics import BotsMetrics
 from meridian_signals.bots.spec import BotSpec
 
 log = logging.getLogger(__name__)
@@ -156,7 +158,12 @@ class BotsHandler(Handler):
         self.forwarded: dict[str, int] = {}  # key -> last order.intent.v1 Watermark
         self.intents = 0
         self.late = 0
+        self.metrics: BotsMetrics | None = None  # bound by the host (`bind_metrics`)
         self.reset_state()
+
+    def bind_metrics(self, registry: CollectorRegistry) -> None:
+        """The bots' series (`metrics`), every configured bot's labels at 0."""
+        self.metrics = BotsMetrics(registry, self.specs)
 
     def reset_state(self) -> None:
         """Fresh bots and merges, nothing forwarded: as `__init__` leaves them."""
@@ -164,6 +171,8 @@ class BotsHandler(Handler):
         self.forwarded = {}
         self.intents = 0
         self.late = 0
+        if self.metrics is not None:
+            self.metrics.reset()  # the per-bot gauges follow the state the rebuild replays
 
     @staticmethod
     def _runner(spec: BotSpec) -> _Runner:
@@ -278,9 +287,15 @@ class BotsHandler(Handler):
     # -- the bot -----------------------------------------------------------------------------
 
     def _dispatch(self, runner: _Runner, item: _Held, out: Outbox) -> None:
+        # Observed as the bot is told (never counted while the host rebuilds: `metrics`).
         if isinstance(item, _Rejected):
+            if self.metrics is not None:
+                self.metrics.rejected(runner.spec.bot_id, item.client_order_id,
+                                      count=not self.replaying)
             runner.pending += runner.bot.on_rejected(item.client_order_id, item.reason)
         elif isinstance(item, BotFill):
+            if self.metrics is not None:
+                self.metrics.filled(runner.spec.bot_id, item, count=not self.replaying)
             runner.pending += runner.bot.on_fill(item)
         else:
             self._on_candle(runner, item, out)
@@ -295,6 +310,8 @@ class BotsHandler(Handler):
                 out.emit(topics.ORDER_INTENT, key, self._intent(runner.spec, intent, candle))
             self.intents += len(intents)
             self._forward(key, t, out)
+        if self.metrics is not None:
+            self.metrics.sent(runner.spec.bot_id, intents, count=not self.replaying)
 
     def _intent(self, spec: BotSpec, intent: Intent,
                 candle: _Candle) -> order_intent_pb2.OrderIntent:
