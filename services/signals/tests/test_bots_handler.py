@@ -41,6 +41,7 @@ from meridian_common.strategy.dca import DcaBot, DcaParams
 from meridian_common.strategy.exposure import Refusal
 from meridian_common.strategy.grid import GridBot, GridParams
 from meridian_common.strategy.intents import BUY, SELL, Bar, BotFill, PlaceOrder
+from meridian_common.testing import Wired
 from meridian_execution.handler import ExecutionHandler
 from meridian_execution.settings import ExecutionSettings
 from meridian_signals.bots.handler import BotsHandler
@@ -145,40 +146,24 @@ class Gate:
             reduce_only=intent.reduce_only, strategy=intent.strategy, action=intent.action))
 
 
-class Loop:
-    """bots, gate and executor wired as on the bus: each output is delivered, in publication
-    order, to every handler that reads its topic."""
+class Loop(Wired):
+    """bots, gate and executor wired as on the bus (`testing.Wired`)."""
 
     def __init__(self, specs: list[BotSpec], refuse: RefuseOnce | None = None) -> None:
         self.bots = BotsHandler(specs)
         self.gate = Gate(refuse)
         self.executor = executor()
-        self.published: list[Item] = []
-        self.bots_inputs: list[Inbound] = []
-        self.queue: deque[Item] = deque()
+        super().__init__(self.bots, self.gate, self.executor)  # type: ignore[arg-type]
 
-    def feed(self, items: Iterable[Item]) -> None:
-        self.queue.extend(items)
-        while self.queue:
-            topic, key, message = self.queue.popleft()
-            for handler in (self.bots, self.gate, self.executor):
-                if topic not in handler.inputs:
-                    continue
-                msg = Inbound(topic, key, message)
-                if handler is self.bots:
-                    self.bots_inputs.append(msg)
-                out = Outbox(handler.name)
-                handler.handle(msg, out)  # type: ignore[attr-defined]
-                self.published += out.items
-                self.queue.extend(out.items)
+    @property
+    def bots_inputs(self) -> list[Inbound]:
+        return self.received[self.bots.name]
 
-    def of(self, topic: str, key: str = KEY) -> list[Message]:
-        return [m for t, k, m in self.published if t == topic and k == key
-                and not isinstance(m, common_pb2.Watermark)]
+    def of(self, topic: str, key: str | None = KEY) -> list[Message]:
+        return super().of(topic, key)
 
     def watermarks(self, topic: str, key: str = KEY) -> list[int]:
-        return [m.event_time_ms for t, k, m in self.published if t == topic and k == key
-                and isinstance(m, common_pb2.Watermark)]
+        return super().watermarks(topic, key)
 
     def bot_fills(self) -> list[BotFill]:
         fills: list[fill_pb2.Fill] = self.of(topics.FILL)  # type: ignore[assignment]

@@ -13,7 +13,6 @@ checked to load here too: the compose profile and the k8s component run it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,20 +21,19 @@ from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry
 
 from meridian.v1 import (
-    common_pb2,
     fill_pb2,
     order_approved_pb2,
     order_intent_pb2,
     risk_decision_pb2,
 )
 from meridian_common import config, topics
-from meridian_common.handler import Handler, Inbound, Outbox
+from meridian_common.handler import Inbound, Outbox
 from meridian_common.marketdata import CsvCandleSource, default_data_dir, make_candle
 from meridian_common.sizing import MarketRules
 from meridian_common.strategy.dca import DcaParams
 from meridian_common.strategy.grid import GridBot, GridParams
 from meridian_common.strategy.intents import BUY
-from meridian_common.testing import bound_registry, exported
+from meridian_common.testing import Wired, bound_registry, exported
 from meridian_execution.handler import ExecutionHandler
 from meridian_execution.settings import ExecutionSettings
 from meridian_risk.handler import RiskHandler
@@ -76,9 +74,8 @@ def candles(symbol: str) -> list[Message]:
     return [make_candle("binance", symbol, "1h", raw, "ingest") for raw in rows]
 
 
-class Loop:
-    """bots -> gate -> executor -> bots, as on the bus: each output goes, in publication order,
-    to every handler that reads its topic."""
+class Loop(Wired):
+    """bots -> gate -> executor -> bots, as on the bus (`testing.Wired`)."""
 
     def __init__(self) -> None:
         self.bots = BotsHandler(SPECS)
@@ -89,28 +86,11 @@ class Loop:
             "MERIDIAN_RISK_MAX_POSITION_NOTIONAL": "700"}))
         self.executor = ExecutionHandler(config.load(ExecutionSettings, environ={
             "MERIDIAN_EXECUTION_SLIPPAGE_BPS": "0"}))
-        self.handlers: tuple[Handler, ...] = (self.bots, self.gate, self.executor)
-        self.published: list[Item] = []
-        self.bots_inputs: list[Inbound] = []
+        super().__init__(self.bots, self.gate, self.executor)
 
-    def feed(self, items: Iterable[Item]) -> None:
-        queue = list(items)
-        while queue:
-            topic, key, message = queue.pop(0)
-            for handler in self.handlers:
-                if topic not in handler.inputs:
-                    continue
-                msg = Inbound(topic, key, message)
-                if handler is self.bots:
-                    self.bots_inputs.append(msg)
-                out = Outbox(handler.name)
-                handler.handle(msg, out)
-                self.published += out.items
-                queue += out.items
-
-    def of(self, topic: str) -> list[Message]:
-        return [m for t, _, m in self.published
-                if t == topic and not isinstance(m, common_pb2.Watermark)]
+    @property
+    def bots_inputs(self) -> list[Inbound]:
+        return self.received[self.bots.name]
 
 
 @pytest.fixture(scope="module")

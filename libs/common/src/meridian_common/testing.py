@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,6 +122,42 @@ def features_by_candle(items: Iterable[OutItem]) -> dict[tuple[str, int], bytes]
     """Emitted features.v1 messages by (symbol, candle open time), as encoded bytes."""
     return {(m.symbol, m.candle_open_time_ms): codec.encode(m)[0]  # type: ignore[attr-defined]
             for t, _, m in items if t == topics.FEATURES}
+
+
+class Wired:
+    """Handlers wired as on the bus, in one thread and without a broker: every output is
+    delivered, in publication order, to each handler (in the order given) that reads its topic,
+    until nothing is left. For loops (bots -> gate -> executor -> bots) in unit tests.
+
+    `published`: every output, in order; `received[name]`: every record a handler was given."""
+
+    def __init__(self, *handlers: Handler) -> None:
+        self.handlers = handlers
+        self.published: list[OutItem] = []
+        self.received: dict[str, list[Inbound]] = {h.name: [] for h in handlers}
+
+    def feed(self, items: Iterable[OutItem]) -> None:
+        queue = deque(items)
+        while queue:
+            topic, key, message = queue.popleft()
+            for handler in self.handlers:
+                if topic not in handler.inputs:
+                    continue
+                msg = Inbound(topic, key, message)
+                self.received[handler.name].append(msg)
+                out = Outbox(handler.name)
+                handler.handle(msg, out)
+                self.published += out.items
+                queue.extend(out.items)
+
+    def of(self, topic: str, key: str | None = None) -> list[Message]:
+        """The messages published on `topic` (for `key`), Watermarks left out."""
+        return [m for t, k, m in self.published if t == topic and key in (None, k)
+                and not isinstance(m, common_pb2.Watermark)]
+
+    def watermarks(self, topic: str, key: str) -> list[int]:
+        return [m.event_time_ms for t, k, m in self.published if t == topic and k == key
+                and isinstance(m, common_pb2.Watermark)]
 
 
 def caught_up(handler: Handler, progress: dict[tuple[str, str], int],
