@@ -272,3 +272,21 @@ def test_a_refused_order_asked_again_later_is_decided_again() -> None:
     (second,) = decisions(gate.step(1, retry))
     assert second.approved
     assert second.meta.cause_id == first.meta.cause_id == "intent:d1-1-b"
+
+
+def test_without_the_signals_service_a_signal_is_decided_as_it_comes() -> None:
+    """signals=false (a bots-only gate): no signal stream is waited for, so a webhook's rare
+    signal cannot stall the merge; it is decided on arrival (on its own symbol here)."""
+    gate = Gate(require_stop_loss=True)
+    gate.step(0)
+    assert gate.send(topics.SIGNAL, common_pb2.Watermark(key=KEY, event_time_ms=close(5))) == []
+    sig = signal_pb2.Signal(
+        meta=common_pb2.Meta(id="sig:webhook:1", event_time_ms=close(1), producer="webhook"),
+        exchange="binance", symbol="ETHUSDT", strategy="webhook:tv",
+        direction=common_pb2.DIRECTION_LONG, confidence=1.0, reference_price="2000",
+        stop_loss="1900")
+    (d,) = decisions(gate.send(topics.SIGNAL, sig, key="binance:ETHUSDT"))
+    assert d.approved
+    assert not gate.handler.merge.knows((topics.SIGNAL, "binance:ETHUSDT"))
+    gate.step(1)  # the bot's symbol goes on: nothing waits for a signal stream
+    assert gate.handler.merge.released_to == close(1)
