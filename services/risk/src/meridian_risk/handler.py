@@ -186,6 +186,10 @@ class RiskHandler(Handler):
         self._key_order: tuple[str, ...] = ()
         self._forwarded_at = (-1, 0)  # (release point, number of keys) last forwarded
         self._decided_to = -1  # the Watermarks' time: everything at or before it is decided
+        # inputs the gate is configured not to wait for (`_not_merged`)
+        self._unwaited = frozenset(t for t, on in ((topics.SIGNAL, settings.signals),
+                                                   (topics.ORDER_INTENT, settings.intents))
+                                   if not on)
         self.approved = 0
         self.rejected = 0
         self.late = 0
@@ -263,7 +267,7 @@ class RiskHandler(Handler):
                 self._order_event(msg.message)  # type: ignore[arg-type]
             return
         t = msg.event_time_ms
-        if self._not_merged(msg, out):
+        if topic in self._unwaited and self._not_merged(msg, out):
             return
         if key not in self.keys:
             self._new_key(topic, key, t, msg.is_watermark)
@@ -475,6 +479,8 @@ class RiskHandler(Handler):
     def _resting_fills(self, candle: _Candle) -> None:
         """Book the bots' limit orders this candle fills, as the executor fills them (same
         rule, same candle, same order), at the limit (or the open when marketable there)."""
+        if not self.resting.orders:
+            return
         for order, hit in self.resting.on_candle(candle.key, candle.open_ms, candle.open,
                                                  candle.high, candle.low):
             quantity = order.quantity

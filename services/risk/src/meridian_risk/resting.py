@@ -49,6 +49,8 @@ class RestingBook:
         return self.orders.pop(client_order_id, None)
 
     def on_key(self, key: str) -> list[RestingOrder]:
+        if not self.orders:  # the usual case without bots: every candle and signal asks
+            return []
         return [o for o in self.orders.values() if o.key == key]
 
     def pending(self, key: str, side: int) -> Decimal:
@@ -62,6 +64,8 @@ class RestingBook:
 
     def owner(self, key: str) -> str:
         """The strategy of the key's resting orders ("" when none)."""
+        if not self.orders:
+            return ""
         return next((o.strategy for o in self.orders.values() if o.key == key), "")
 
     def exposure(self, key: str) -> Decimal:
