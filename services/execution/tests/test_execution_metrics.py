@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -27,7 +26,7 @@ from meridian_execution.handler import ExecutionHandler
 from meridian_execution.live.ccxt_venue import venue_for
 from meridian_execution.live.handler import LiveExecutionHandler
 from meridian_execution.settings import ExecutionSettings
-from meridian_fake_exchange import TEST_API_KEY, TEST_API_SECRET, FakeClock, FakeExchange
+from meridian_fake_exchange import TEST_API_KEY, TEST_API_SECRET, FakeExchange
 from meridian_features.handler import FeaturesHandler
 from meridian_features.settings import FeaturesSettings
 from meridian_ingest import commands
@@ -136,12 +135,7 @@ def test_paper_rebuild_counts_nothing_and_sets_the_open_orders(tmp_path: Path) -
 # -- live --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def exchange() -> AsyncIterator[FakeExchange]:
-    server = FakeExchange(("BTCUSDT", "ETHUSDT"), ("1m", "1h"), FakeClock(START_MS, 1.0))
-    await server.start()
-    yield server
-    await server.stop()
+# the `exchange` fixture (the fake exchange at START_MS) is in conftest.py
 
 
 class Live:

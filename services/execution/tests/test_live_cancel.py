@@ -7,80 +7,19 @@ makes no exchange call. The fake exchange is the truth for what was sent.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
 
 import pytest
-from google.protobuf.message import Message
 
 from meridian.v1 import common_pb2, order_approved_pb2, order_event_pb2
-from meridian_common import orders, topics
+from meridian_common import topics
 from meridian_common.handler import Inbound, InvalidMessage, Outbox
-from meridian_execution.live.ccxt_venue import venue_for
-from meridian_execution.live.handler import LiveExecutionHandler
-from meridian_execution.settings import ExecutionSettings
-from meridian_fake_exchange import TEST_API_KEY, TEST_API_SECRET, FakeClock, FakeExchange
+from meridian_common.testing import sibling_module
+from meridian_fake_exchange import FakeExchange
 
-START_MS = 1_633_046_400_000  # 2021-10-01, inside the shared BTC/ETH data (BTC ~ 43000)
+live = sibling_module(__file__, "live_support")
+START_MS, Driver, Item, Starter = live.START_MS, live.Driver, live.Item, live.Starter
 KEY = "bybit:BTCUSDT"
-Item = tuple[str, str, Message]
-
-
-@pytest.fixture
-async def exchange() -> AsyncIterator[FakeExchange]:
-    server = FakeExchange(("BTCUSDT", "ETHUSDT"), ("1m", "1h"), FakeClock(START_MS, 1.0))
-    await server.start()
-    yield server
-    await server.stop()
-
-
-class Driver:
-    """A host in miniature: records in, `act`, outputs kept in publication order."""
-
-    def __init__(self, server: FakeExchange) -> None:
-        s = ExecutionSettings(mode="live", symbols="BTCUSDT,ETHUSDT", api_key=TEST_API_KEY,
-                              api_secret=TEST_API_SECRET, exchange_url=server.base_url,
-                              poll_s=0.05, resend_after_s=0.0, fill_lag_ms=0)
-        self.handler = LiveExecutionHandler(s, venue_for(s, "bybit"))
-        self.published: list[Item] = []
-
-    async def send(self, *records: Item) -> list[Item]:
-        out = Outbox(self.handler.name)
-        for topic, key, message in records:
-            self.handler.handle(Inbound(topic, key, message), out)
-        await self.handler.act(out)
-        items = out.drain()
-        self.published.extend(items)
-        return items
-
-    async def until(self, done: Callable[[], bool], ticks: int = 100) -> None:
-        for _ in range(ticks):
-            if done():
-                return
-            await self.send()
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"condition not reached; published: {self.published[-8:]}")
-
-    def events(self, coid: str) -> list[order_event_pb2.OrderEvent]:
-        return [m for _, _, m in self.published if isinstance(m, order_event_pb2.OrderEvent)
-                and m.client_order_id == coid]
-
-    def statuses(self, coid: str) -> list[str]:
-        return [orders.name(e.status) for e in self.events(coid)]
-
-
-@pytest.fixture
-async def make_driver(exchange: FakeExchange) -> AsyncIterator[Callable[[], Driver]]:
-    made: list[Driver] = []
-
-    def factory() -> Driver:
-        made.append(Driver(exchange))
-        return made[-1]
-
-    yield factory
-    for d in made:
-        await d.handler.stop()
 
 
 def place(coid: str, limit: str = "", qty: str = "0.01") -> Item:
@@ -106,8 +45,8 @@ def cancel_calls(server: FakeExchange) -> int:
 
 
 async def test_a_resting_order_is_canceled_by_client_id_never_sent_again(
-        exchange: FakeExchange, make_driver: Callable[[], Driver]) -> None:
-    d = make_driver()
+        exchange: FakeExchange, make_driver: Starter) -> None:
+    d = await make_driver()
     await d.send(place("g1-1-1", limit="1000"))  # far below the price: rests
     assert d.statuses("g1-1-1") == ["PENDING_SUBMIT", "OPEN"]
     await d.send(cancel("g1-1-1"))
@@ -125,9 +64,9 @@ async def test_a_resting_order_is_canceled_by_client_id_never_sent_again(
 
 
 async def test_a_cancel_of_an_unknown_or_filled_order_calls_nothing(
-        exchange: FakeExchange, make_driver: Callable[[], Driver],
+        exchange: FakeExchange, make_driver: Starter,
         caplog: pytest.LogCaptureFixture) -> None:
-    d = make_driver()
+    d = await make_driver()
     await d.send(place("g1-init-1"))
     await d.until(lambda: "FILLED" in d.statuses("g1-init-1"))
     before = len(d.published)
@@ -144,8 +83,8 @@ async def test_a_cancel_of_an_unknown_or_filled_order_calls_nothing(
 
 
 async def test_an_order_canceled_before_its_send_is_never_sent(
-        exchange: FakeExchange, make_driver: Callable[[], Driver]) -> None:
-    d = make_driver()
+        exchange: FakeExchange, make_driver: Starter) -> None:
+    d = await make_driver()
     await d.send(place("g1-1-2", limit="1000"), cancel("g1-1-2"))  # one batch
     assert d.statuses("g1-1-2") == ["PENDING_SUBMIT", "CANCELED"]
     assert d.events("g1-1-2")[-1].reason == "canceled by bot:g1 before it was sent"
@@ -154,17 +93,17 @@ async def test_an_order_canceled_before_its_send_is_never_sent(
 
 
 async def test_a_cancel_consumed_before_a_crash_is_carried_out_after_the_restart(
-        exchange: FakeExchange, make_driver: Callable[[], Driver]) -> None:
+        exchange: FakeExchange, make_driver: Starter) -> None:
     """The first process sent the order, then took the cancel in and died before acting on it.
     The second restores from the topics (the approved topic holds both records) and cancels;
     the cancel record does not replace the order it names."""
-    first = make_driver()
+    first = await make_driver()
     order, stop = place("g1-1-3", limit="1000"), cancel("g1-1-3")
     await first.send(order)
     out = Outbox(first.handler.name)
     first.handler.handle(Inbound(*stop), out)  # consumed, never acted on
     await first.handler.stop()
-    second = make_driver()
+    second = await make_driver()
     for topic, key, message in [order, stop, *first.published]:
         second.handler.restore(Inbound(topic, key, message))
     second.handler.restored()
@@ -178,8 +117,8 @@ async def test_a_cancel_consumed_before_a_crash_is_carried_out_after_the_restart
 
 
 async def test_an_unknown_action_is_refused_as_invalid(
-        exchange: FakeExchange, make_driver: Callable[[], Driver]) -> None:
-    d = make_driver()
+        exchange: FakeExchange, make_driver: Starter) -> None:
+    d = await make_driver()
     _, key, message = place("g1-1-4", limit="1000")
     message.action = 7  # type: ignore[attr-defined]  # from a newer gate: never placed
     with pytest.raises(InvalidMessage, match="unknown action"):

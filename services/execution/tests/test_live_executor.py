@@ -6,104 +6,23 @@ collected; the fake exchange is the truth for "was anything sent twice".
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from typing import Any
 
 import ccxt.async_support as ccxt
 import pytest
-from google.protobuf.message import Message
 
-from meridian.v1 import common_pb2, control_pb2, fill_pb2, order_approved_pb2, order_event_pb2
+from meridian.v1 import common_pb2, control_pb2, fill_pb2, order_approved_pb2
 from meridian_common import ids, orders, topics
 from meridian_common.ccxt_urls import reroute_urls
-from meridian_common.handler import Inbound, Outbox
-from meridian_execution.live.ccxt_venue import venue_for
-from meridian_execution.live.handler import HALT_KEY, LiveExecutionHandler
-from meridian_execution.settings import ExecutionSettings
-from meridian_fake_exchange import TEST_API_KEY, TEST_API_SECRET, FakeClock, FakeExchange
+from meridian_common.handler import Inbound
+from meridian_common.testing import sibling_module
+from meridian_execution.live.handler import HALT_KEY
+from meridian_fake_exchange import TEST_API_KEY, TEST_API_SECRET, FakeExchange
 
-START_MS = 1_633_046_400_000  # 2021-10-01, inside the shared BTC/ETH data
+live = sibling_module(__file__, "live_support")
+START_MS, Driver, Starter = live.START_MS, live.Driver, live.Starter
 KEY = "bybit:BTCUSDT"
-Item = tuple[str, str, Message]
-
-
-@pytest.fixture
-async def exchange() -> AsyncIterator[FakeExchange]:
-    server = FakeExchange(("BTCUSDT", "ETHUSDT"), ("1m", "1h"), FakeClock(START_MS, 1.0))
-    await server.start()
-    yield server
-    await server.stop()
-
-
-def settings(server: FakeExchange, **over: Any) -> ExecutionSettings:
-    values: dict[str, Any] = {
-        "mode": "live", "symbols": "BTCUSDT,ETHUSDT", "api_key": TEST_API_KEY,
-        "api_secret": TEST_API_SECRET, "exchange_url": server.base_url, "poll_s": 0.05,
-        "resend_after_s": 0.0, "fill_lag_ms": 0, **over}
-    return ExecutionSettings(**values)
-
-
-class Driver:
-    """A host in miniature: records in, `act`, outputs kept in publication order."""
-
-    def __init__(self, handler: LiveExecutionHandler) -> None:
-        self.handler = handler
-        self.published: list[Item] = []
-
-    async def send(self, *records: tuple[str, str, Message]) -> list[Item]:
-        out = Outbox(self.handler.name)
-        for topic, key, message in records:
-            self.handler.handle(Inbound(topic, key, message), out)
-        await self.handler.act(out)
-        items = out.drain()
-        self.published.extend(items)
-        return items
-
-    async def until(self, done: Callable[[], bool], ticks: int = 100) -> None:
-        for _ in range(ticks):
-            if done():
-                return
-            await self.send()
-            await asyncio.sleep(0.02)
-        raise AssertionError("condition not reached; published: "
-                             f"{[(t, type(m).__name__) for t, _, m in self.published][-12:]}")
-
-    def events(self, coid: str) -> list[order_event_pb2.OrderEvent]:
-        return [m for t, _, m in self.published if t == topics.ORDER_EVENT
-                and m.client_order_id == coid]  # type: ignore[attr-defined]
-
-    def statuses(self, coid: str) -> list[str]:
-        return [orders.name(e.status) for e in self.events(coid)]
-
-    def fills(self, coid: str | None = None) -> list[fill_pb2.Fill]:
-        return [m for t, _, m in self.published if t == topics.FILL
-                and isinstance(m, fill_pb2.Fill)
-                and (coid is None or m.client_order_id == coid)]
-
-
-async def driver(server: FakeExchange, *, venue: str = "bybit", **over: Any) -> Driver:
-    s = settings(server, **over)
-    return Driver(LiveExecutionHandler(s, venue_for(s, venue)))
-
-
-Starter = Callable[..., Awaitable[Driver]]
-
-
-@pytest.fixture
-async def make_driver(exchange: FakeExchange) -> AsyncIterator[Starter]:
-    made: list[Driver] = []
-
-    async def factory(**over: Any) -> Driver:
-        d = await driver(exchange, **over)
-        made.append(d)
-        return d
-
-    yield factory
-    for d in made:
-        await d.handler.stop()
 
 
 def approved(signal: str, side: int = common_pb2.SIDE_BUY, qty: str = "0.01", *,
