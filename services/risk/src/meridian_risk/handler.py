@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -222,7 +222,7 @@ class RiskHandler(Handler):
                            drawdown=self.breakers.drawdown(), kill_switch=self.kill_switch,
                            active=self.breakers.active())
 
-    def _count(self, outcome: str, rules: list[risk_decision_pb2.RuleResult]) -> None:
+    def _count(self, outcome: str, rules: Iterable[risk_decision_pb2.RuleResult]) -> None:
         """One decision made (never while the host replays inputs: counted before)."""
         if self.metrics is None or getattr(self, "replaying", False):
             return
@@ -589,9 +589,7 @@ class RiskHandler(Handler):
         approved = all(r.passed for r in rules)
         decision = self._intent_decision(item, approved, rules, price)
         if not approved:
-            self.rejected += 1
-            self._count(metrics.REJECTED, rules)
-            out.emit(topics.RISK_DECISION, key, decision)
+            self._refused(key, decision, out)
             return
         self.approved += 1
         self._count(metrics.APPROVED, rules)
@@ -627,10 +625,13 @@ class RiskHandler(Handler):
 
     def _reject_intent(self, item: _Intent, rule: str, detail: str, out: Outbox) -> None:
         rules = [risk_decision_pb2.RuleResult(rule=rule, passed=False, detail=detail)]
+        self._refused(item.key, self._intent_decision(item, False, rules, ZERO), out)
+
+    def _refused(self, key: str, decision: risk_decision_pb2.RiskDecision, out: Outbox) -> None:
+        """A refusal, of a signal or an intent: counted and published (no order)."""
         self.rejected += 1
-        self._count(metrics.REJECTED, rules)
-        out.emit(topics.RISK_DECISION, item.key,
-                 self._intent_decision(item, False, rules, ZERO))
+        self._count(metrics.REJECTED, decision.rules)
+        out.emit(topics.RISK_DECISION, key, decision)
 
     def _cancel(self, key: str, coid: str, strategy: str, t: int, cause: str, reason: str,
                 out: Outbox) -> None:
@@ -698,9 +699,7 @@ class RiskHandler(Handler):
             reference_price=signal.reference_price, reduce_only=proposal.reduce_only,
         )
         if not approved:
-            self.rejected += 1
-            self._count(metrics.REJECTED, rules)
-            out.emit(topics.RISK_DECISION, key, decision)
+            self._refused(key, decision, out)
             return
         self.approved += 1
         reduced = proposal.is_entry and self.breakers.size_factor() < 1
