@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from meridian_common import topics
+from meridian_common.money import dec
 from meridian_common.sizing import MarketRules
 from meridian_common.strategy.dca import DcaBot, DcaParams
 from meridian_common.strategy.grid import GridBot, GridParams
@@ -88,19 +89,14 @@ class BotSpecError(ValueError):
 
 
 def _decimal(where: str, value: object) -> Decimal:
+    """`money.dec` (exact: strings and integers), with a TOML float refused by name."""
     if isinstance(value, float):
         raise BotSpecError(f"{where}: {value!r} is a TOML float; write decimals as strings "
                            f"(\"{value}\") or integers, so the value is exact")
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise BotSpecError(f"{where}: expected a decimal string or an integer, got "
-                           f"{type(value).__name__}")
     try:
-        result = Decimal(value)
-    except ArithmeticError:
-        raise BotSpecError(f"{where}: {value!r} is not a decimal number") from None
-    if not result.is_finite():
-        raise BotSpecError(f"{where}: {value!r} is not a finite number")
-    return result
+        return dec(value, where)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise BotSpecError(str(exc)) from None
 
 
 def _integer(where: str, value: object) -> int:
