@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from meridian.v1 import common_pb2, order_event_pb2
+from meridian.v1 import common_pb2, order_approved_pb2, order_event_pb2
 from meridian_common.money import ZERO, to_str
 
 S = order_event_pb2
@@ -33,6 +33,9 @@ EXPIRED = S.ORDER_STATUS_EXPIRED
 UNKNOWN = S.ORDER_STATUS_UNKNOWN
 
 TERMINAL = frozenset({FILLED, CANCELED, REJECTED, EXPIRED})
+# ApprovedOrder.action values that place an order: every order before bots existed has none
+PLACE_ACTIONS = frozenset({order_approved_pb2.ORDER_ACTION_UNSPECIFIED,
+                           order_approved_pb2.ORDER_ACTION_PLACE})
 _AFTER_SUBMIT = frozenset({OPEN, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED})
 ALLOWED: dict[int, frozenset[int]] = {
     PENDING_SUBMIT: _AFTER_SUBMIT | {UNKNOWN},

@@ -72,9 +72,6 @@ from meridian_execution.settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
 BUY, SELL = common_pb2.SIDE_BUY, common_pb2.SIDE_SELL
-# every order before bots existed has no action: it is a placement
-_PLACE = frozenset({order_approved_pb2.ORDER_ACTION_UNSPECIFIED,
-                    order_approved_pb2.ORDER_ACTION_PLACE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +180,7 @@ class ExecutionHandler(Handler):
             approved: order_approved_pb2.ApprovedOrder = msg.message  # type: ignore[assignment]
             if approved.action == order_approved_pb2.ORDER_ACTION_CANCEL:
                 self._cancel(msg.key, book, approved, out, msg.trace_context)
-            elif approved.action in _PLACE:
+            elif approved.action in orders.PLACE_ACTIONS:
                 self._order(msg.key, book, approved, out, msg.trace_context)
             else:
                 raise InvalidMessage(f"approved order {approved.meta.id}: unknown action "

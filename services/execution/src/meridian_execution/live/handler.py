@@ -64,9 +64,6 @@ from meridian_execution.live.venue import (
 from meridian_execution.settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
-# every order before bots existed has no action: it is a placement
-_PLACE = frozenset({order_approved_pb2.ORDER_ACTION_UNSPECIFIED,
-                    order_approved_pb2.ORDER_ACTION_PLACE})
 
 HALT_KEY = "halt:execution"
 OUR_PREFIX = "mrd-"
@@ -161,7 +158,7 @@ class LiveExecutionHandler(Handler):
         approved: order_approved_pb2.ApprovedOrder = msg.message  # type: ignore[assignment]
         if approved.action == order_approved_pb2.ORDER_ACTION_CANCEL:
             self._mark_cancel(approved)
-        elif approved.action in _PLACE:
+        elif approved.action in orders.PLACE_ACTIONS:
             self._approve(msg.key, approved, out)
         else:
             raise InvalidMessage(f"approved order {approved.meta.id}: unknown action "
@@ -572,11 +569,7 @@ class LiveExecutionHandler(Handler):
             if not live.cancel or live.cancel_sent or \
                     live.order.status not in (orders.OPEN, orders.PARTIALLY_FILLED):
                 continue  # not placed yet: _submit_due cancels it instead of sending it
-            coid = live.order.client_order_id
-            try:
-                await self.venue.cancel(live.request.symbol, coid)
-            except Rejected as exc:  # already filled or gone: the poll settles it
-                log.info("cancel of %s refused: %s", coid, exc)
+            await self._cancel_on_exchange(live)
             live.cancel_sent = True
 
     async def _cancel_for_kill(self, out: Outbox, server_ms: int) -> None:
@@ -589,11 +582,17 @@ class LiveExecutionHandler(Handler):
                 out.emit(topics.ORDER_EVENT, live.key, live.order.to(
                     orders.REJECTED, server_ms, reason="kill switch engaged before the send"))
             elif live.order.status in (orders.OPEN, orders.PARTIALLY_FILLED):
-                try:
-                    await self.venue.cancel(live.request.symbol, live.order.client_order_id)
-                except Rejected as exc:  # already filled or gone: the poll settles it
-                    log.info("cancel of %s refused: %s", live.order.client_order_id, exc)
+                await self._cancel_on_exchange(live)
         self.cancel_pending = False
+
+    async def _cancel_on_exchange(self, live: _Live) -> None:
+        """Cancel one open order by client id; a refusal (filled or gone meanwhile) is logged
+        and left to the poll, any other error propagates (the caller retries next tick)."""
+        coid = live.order.client_order_id
+        try:
+            await self.venue.cancel(live.request.symbol, coid)
+        except Rejected as exc:
+            log.info("cancel of %s refused: %s", coid, exc)
 
     # -- reconciliation ------------------------------------------------------------------------
 
