@@ -28,6 +28,7 @@ from meridian_common.indicators import (
     vwap_batch,
     zscore_batch,
 )
+from meridian_common.indicators.ring import log_returns
 
 Array = npt.NDArray[np.float64]
 
@@ -40,13 +41,6 @@ def _ratio(a: Array, b: Array) -> Array:
 def _position(x: Array, lower: Array, upper: Array) -> Array:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(upper == lower, np.nan, (x - lower) / (upper - lower))
-
-
-def _returns(close: Array, k: int) -> Array:
-    out = np.full(close.shape, np.nan)
-    if close.size > k:
-        out[k:] = np.log(close[k:] / close[:-k])
-    return out
 
 
 def h4_completion(open_ms: npt.NDArray[np.int64], tf_ms: int,
@@ -106,7 +100,7 @@ def feature_matrix(open_ms: npt.ArrayLike, high: npt.ArrayLike, low: npt.ArrayLi
         mfi_batch(h, lo, c, v, p["mfi"]),
         _ratio(c, vwap_batch(t, h, lo, c, v)),
         vol_ratio,
-        *(_returns(c, horizon) for horizon in p["returns"]),
+        *(log_returns(c, horizon) for horizon in p["returns"]),
         hour,
         dow,
         _ratio(h4_fast, h4_slow),
@@ -159,7 +153,7 @@ def aligned_returns(open_ms: npt.ArrayLike, ref_open_ms: npt.ArrayLike,
     reference has no candle then, or none before it)."""
     ours = np.asarray(open_ms, dtype=np.int64)
     ref_t = np.asarray(ref_open_ms, dtype=np.int64)
-    ref_ret = _returns(np.asarray(ref_close, dtype=np.float64), 1)
+    ref_ret = log_returns(np.asarray(ref_close, dtype=np.float64), 1)
     idx = np.searchsorted(ref_t, ours)
     out = np.full(ours.shape, np.nan)
     ok = (idx < ref_t.size) & (ref_t[np.minimum(idx, ref_t.size - 1)] == ours)

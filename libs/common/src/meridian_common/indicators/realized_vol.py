@@ -15,8 +15,8 @@ window + 1 closes: the first output is at index `window` (lookback = window).
 
 Numerics: like the z-score, each update recomputes the window in two passes (mean, then squared
 deviations) in chronological order, and the batch form does the same additions column by column,
-so the two agree to the last bit wherever math.log and np.log agree (they did on every shared
-series; they are not guaranteed to, which would show as ~1e-16 relative differences).
+and takes its logs from `ring.log_returns` (libm's log, as `math.log` here, not numpy's SIMD
+log, which differs by an ulp on some CPUs), so the two agree to the last bit.
 O(window) per update; see zscore.py for why running sums / windowed Welford updates were not used.
 """
 
@@ -31,6 +31,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from meridian_common.indicators.ring import (
     in_order,
+    log_returns,
     mean_and_squares,
     push,
     windows_mean_and_squares,
@@ -85,7 +86,7 @@ def realized_vol_batch(close: npt.ArrayLike, window: int = 20, ddof: int = 1,
     out = np.full(c.shape, np.nan)
     if c.size <= window:
         return out
-    windows = sliding_window_view(np.log(c[1:] / c[:-1]), window)
+    windows = sliding_window_view(log_returns(c)[1:], window)
     _, squares = windows_mean_and_squares(windows)
     out[window:] = np.sqrt(squares / (window - ddof)) * annualization
     return out
