@@ -20,20 +20,21 @@ from meridian_ledger.settings import LedgerSettings
 from meridian_ledger.store import SqlLedgerStore
 
 pytestmark = pytest.mark.integration
-KEY = "bybit:BTCUSDT"
+VENUE = "bybit-linear"  # a perpetual: the ledger pays funding on perpetual keys only
+KEY = f"{VENUE}:BTCUSDT"
 HOUR = 3_600_000
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % (8 * HOUR))
 
 
 def _candle(i: int, close: str) -> tuple[str, object]:
-    return topics.CANDLE, make_candle("bybit", "BTCUSDT", "1h", RawCandle(
+    return topics.CANDLE, make_candle(VENUE, "BTCUSDT", "1h", RawCandle(
         T0 + i * HOUR, close, close, close, close, "1"), "ingest")
 
 
 def _funding(hours: int, rate: str) -> tuple[str, object]:
     t = T0 + hours * HOUR
     return topics.FUNDING, funding_pb2.FundingRate(
-        meta=common_pb2.Meta(id=f"f:{t}", event_time_ms=t), exchange="bybit",
+        meta=common_pb2.Meta(id=f"f:{t}", event_time_ms=t), exchange=VENUE,
         symbol="BTCUSDT", funding_time_ms=t, rate=rate)
 
 
@@ -43,7 +44,7 @@ def _done(topic: str, hours: int) -> tuple[str, object]:
 
 BUY = fill_pb2.Fill(
     meta=common_pb2.Meta(id="mer-1:f1", event_time_ms=T0 - HOUR), fill_id="mer-1:f1",
-    client_order_id="mer-1", exchange="bybit", symbol="BTCUSDT", side=common_pb2.SIDE_BUY,
+    client_order_id="mer-1", exchange=VENUE, symbol="BTCUSDT", side=common_pb2.SIDE_BUY,
     quantity="2", price="100", fee="0", fee_currency="USDT")
 FIRST = [(topics.FILL, BUY), _candle(-1, "110"), _funding(0, "0.0001"), _done(topics.FILL, 0)]
 
@@ -98,7 +99,7 @@ def test_a_round_trip_spanning_a_restart_gets_its_trade(
     asyncio.run(_run(url, FIRST))  # long 2 from T0-1h, marked through T0
     sell = fill_pb2.Fill(
         meta=common_pb2.Meta(id="mer-2:f1", event_time_ms=T0 + HOUR), fill_id="mer-2:f1",
-        client_order_id="mer-2", exchange="bybit", symbol="BTCUSDT", side=common_pb2.SIDE_SELL,
+        client_order_id="mer-2", exchange=VENUE, symbol="BTCUSDT", side=common_pb2.SIDE_SELL,
         quantity="2", price="120", fee="0", fee_currency="USDT")
     asyncio.run(_run(url, [(topics.FILL, BUY), _candle(0, "115"), _done(topics.FUNDING, 2),
                            (topics.FILL, sell), _candle(1, "120"), _done(topics.FILL, 2)]))

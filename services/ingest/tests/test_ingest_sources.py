@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from datetime import UTC, datetime
@@ -168,10 +169,11 @@ async def test_paced_replay_follows_the_event_clock_scaled_by_speed() -> None:
 
 
 def test_replay_stream_starts_each_symbol_with_a_watermark_at_its_first_open() -> None:
-    stream = list(sources.replay_stream("binance", "1h", {
-        "LTCUSDT": iter([raw(i, "50") for i in range(4)]),
-        "BTCUSDT": iter([raw(i, "30000") for i in range(2, 4)]),
-        "ETHUSDT": iter([])}))  # no candles: no watermark either
+    spot = functools.partial(sources.Market, "binance")
+    stream = list(sources.replay_stream("1h", {
+        spot("LTCUSDT"): iter([raw(i, "50") for i in range(4)]),
+        spot("BTCUSDT"): iter([raw(i, "30000") for i in range(2, 4)]),
+        spot("ETHUSDT"): iter([])}))  # no candles: no watermark either
     heads = stream[:2]
     assert all(isinstance(item, sources.Routed) for item in heads)
     assert [(h.topic, h.key, h.message.event_time_ms) for h in heads] == [  # type: ignore[union-attr]
@@ -185,9 +187,9 @@ def test_replay_stream_starts_each_symbol_with_a_watermark_at_its_first_open() -
 def test_replay_stream_interleaves_funding_settled_by_each_close() -> None:
     settlements = [(T0 - 5 * HOUR, "0.0001"), (T0 + 3 * HOUR, "0.0002"),
                    (T0 + 11 * HOUR, "0.0003")]  # the last one is after the last close
-    stream = list(sources.replay_stream("bybit-linear", "1h",
-                                        {"ETHUSDT": iter([raw(i, "2000") for i in range(4)])},
-                                        {"ETHUSDT": iter(settlements)}))[1:]
+    eth = sources.Market("bybit-linear", "ETHUSDT")
+    stream = list(sources.replay_stream("1h", {eth: iter([raw(i, "2000") for i in range(4)])},
+                                        {eth: iter(settlements)}))[1:]
     shape = []
     for item in stream:
         if isinstance(item, candle_pb2.Candle):
@@ -208,9 +210,9 @@ def test_replay_stream_interleaves_funding_settled_by_each_close() -> None:
 async def test_replay_publishes_routed_items_and_counts_candles() -> None:
     bus = InProcessBus(3)
     await bus.ensure_topics(all_topic_configs("x.", 3))
-    stream = sources.replay_stream("bybit-linear", "1h",
-                                   {"ETHUSDT": iter([raw(i, "2000") for i in range(3)])},
-                                   {"ETHUSDT": iter([(T0 + HOUR, "0.0001")])})
+    eth = sources.Market("bybit-linear", "ETHUSDT")
+    stream = sources.replay_stream("1h", {eth: iter([raw(i, "2000") for i in range(3)])},
+                                   {eth: iter([(T0 + HOUR, "0.0001")])})
     assert await replay(stream, bus.producer(), "x.") == 3
     assert len(bus.read("x." + topics.CANDLE)) == 4  # 3 candles + the start watermark
     funding = [codec.decode(topics.FUNDING, r.value, r.header(codec.TYPE_HEADER))

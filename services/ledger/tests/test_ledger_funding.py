@@ -15,7 +15,8 @@ from meridian_common.marketdata import RawCandle, make_candle
 from meridian_ledger.handler import LedgerHandler
 from meridian_ledger.settings import LedgerSettings
 
-KEY = "bybit:BTCUSDT"
+VENUE = "bybit-linear"  # a perpetual: the ledger pays funding on perpetual keys only
+KEY = f"{VENUE}:BTCUSDT"
 HOUR = 3_600_000
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % (8 * HOUR))  # a settlement time
 BUY, SELL = common_pb2.SIDE_BUY, common_pb2.SIDE_SELL
@@ -24,7 +25,7 @@ Item = tuple[str, object]
 
 def candle(i: int, close: str) -> Item:
     """The candle opening at T0 + i h (closing an hour later)."""
-    return topics.CANDLE, make_candle("bybit", "BTCUSDT", "1h",
+    return topics.CANDLE, make_candle(VENUE, "BTCUSDT", "1h",
                                       RawCandle(T0 + i * HOUR, close, close, close, close, "1"),
                                       "ingest")
 
@@ -33,7 +34,7 @@ def fill(i: int, side: int, qty: str, price: str) -> Item:
     fid = f"mer-{i}:f1"
     return topics.FILL, fill_pb2.Fill(
         meta=common_pb2.Meta(id=fid, event_time_ms=T0 + i * HOUR, producer="execution"),
-        fill_id=fid, client_order_id=f"mer-{i}", exchange="bybit", symbol="BTCUSDT", side=side,
+        fill_id=fid, client_order_id=f"mer-{i}", exchange=VENUE, symbol="BTCUSDT", side=side,
         quantity=qty, price=price, fee="0", fee_currency="USDT")
 
 
@@ -45,7 +46,7 @@ def funding(hours: int, rate: str) -> Item:
     t = T0 + hours * HOUR
     return topics.FUNDING, funding_pb2.FundingRate(
         meta=common_pb2.Meta(id=f"f:{t}", event_time_ms=t, producer="ingest"),
-        exchange="bybit", symbol="BTCUSDT", funding_time_ms=t, rate=rate)
+        exchange=VENUE, symbol="BTCUSDT", funding_time_ms=t, rate=rate)
 
 
 def funding_done(hours: int) -> Item:
@@ -87,7 +88,7 @@ def test_each_settlement_is_paid_on_the_position_held_through_it() -> None:
     [trade] = handler.batch.trades
     assert trade["funding"] == Decimal("0.002")
     assert trade["net_pnl"] == Decimal("-0.002")  # flat price, no fees: only funding
-    assert handler.batch.positions[("paper", "bybit", "BTCUSDT")]["funding_paid"] == Decimal(
+    assert handler.batch.positions[("paper", VENUE, "BTCUSDT")]["funding_paid"] == Decimal(
         "0.002")
 
 

@@ -140,23 +140,23 @@ def test_one_symbol_equity_is_capital_plus_its_last_equity_row() -> None:
 def test_funding_paid_then_received_and_nothing_counted_while_replaying() -> None:
     hour = 3_600_000
     t0 = 1_700_000_000_000 - (1_700_000_000_000 % (8 * hour))  # a settlement time
-    key = "bybit:BTCUSDT"
+    key = "bybit-linear:BTCUSDT"
 
     def candle(i: int, close: str) -> tuple[str, Message]:
-        return topics.CANDLE, make_candle("bybit", "BTCUSDT", "1h", RawCandle(
+        return topics.CANDLE, make_candle("bybit-linear", "BTCUSDT", "1h", RawCandle(
             t0 + i * hour, close, close, close, close, "1"), "ingest")
 
     def funding(hours: int, rate: str) -> tuple[str, Message]:
         t = t0 + hours * hour
         return topics.FUNDING, funding_pb2.FundingRate(
             meta=common_pb2.Meta(id=f"f:{t}", event_time_ms=t, producer="ingest"),
-            exchange="bybit", symbol="BTCUSDT", funding_time_ms=t, rate=rate)
+            exchange="bybit-linear", symbol="BTCUSDT", funding_time_ms=t, rate=rate)
 
     def done(topic: str, i: int) -> tuple[str, Message]:
         return topic, common_pb2.Watermark(key=key, event_time_ms=t0 + i * hour)
 
     buy = fill_pb2.Fill(meta=common_pb2.Meta(id="mer-1:f1", event_time_ms=t0 - hour),
-                        fill_id="mer-1:f1", client_order_id="mer-1", exchange="bybit",
+                        fill_id="mer-1:f1", client_order_id="mer-1", exchange="bybit-linear",
                         symbol="BTCUSDT", side=common_pb2.SIDE_BUY, quantity="2", price="100",
                         fee="0.1", fee_currency="USDT")
     stream = [(topics.FILL, buy), candle(-1, "110"), funding(0, "0.0001"), done(topics.FILL, 0),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psycopg
 
 from meridian.v1 import candle_pb2
-from meridian_common import config, db, metrics
+from meridian_common import config, db, metrics, venues
 from meridian_common.host import all_topic_configs
 from meridian_common.marketdata import (
     CsvFundingSource,
@@ -44,9 +44,7 @@ class LeaseLost(RuntimeError):
 def venue(common: config.CommonSettings, settings: IngestSettings) -> str:
     """The exchange name used in keys and tables: spot keeps the ccxt id, others get a suffix
     (bybit-linear), so a spot and a perpetual market with the same id never share a key."""
-    if settings.market_type == "spot":
-        return common.exchange
-    return f"{common.exchange}-{settings.market_type}"
+    return venues.venue(common.exchange, settings.market_type)
 
 
 def database_url(common: config.CommonSettings, what: str) -> str:
@@ -90,7 +88,10 @@ async def run_replay(common: config.CommonSettings, settings: IngestSettings,
 def candle_stream(common: config.CommonSettings,
                   settings: IngestSettings) -> Iterator[candle_pb2.Candle | sources.Routed]:
     """The replay of the configured symbols from CSV or the candles table, with the start
-    watermarks and, on perpetual venues with MERIDIAN_INGEST_FUNDING, the funding history."""
+    watermarks and, for perpetual markets with MERIDIAN_INGEST_FUNDING, the funding history.
+
+    MERIDIAN_INGEST_REPLAY_PERPETUALS adds, per listed symbol, the venue's perpetual built from
+    the same stored spot candles (no perpetual prices are stored: marked at spot, basis 0)."""
     name = venue(common, settings)
 
     def rows(symbol: str) -> Iterator[RawCandle]:
@@ -100,13 +101,17 @@ def candle_stream(common: config.CommonSettings,
         return store.db_rows(database_url(common, "MERIDIAN_INGEST_SOURCE=db"), name, symbol,
                              settings.timeframe, settings.start_ms, settings.end_ms)
 
+    per_market = {sources.Market(name, s): rows(s) for s in settings.symbols}
+    perpetual = venues.venue(common.exchange, venues.LINEAR)
+    # the copies read the spot rows again: both keys carry the same OHLCV
+    per_market |= {sources.Market(perpetual, s): rows(s) for s in settings.replay_perpetuals}
     funding = None
-    if settings.funding and settings.market_type != "spot":
+    if settings.funding:
         # from a day before the start, so the first rows know the last settled rate
         since = None if settings.start_ms is None else settings.start_ms - 86_400_000
-        funding = {s: _funding_rows(common, settings, name, s, since) for s in settings.symbols}
-    return sources.replay_stream(name, settings.timeframe,
-                                 {s: rows(s) for s in settings.symbols}, funding)
+        funding = {m: _funding_rows(common, settings, m.venue, m.symbol, since)
+                   for m in per_market if venues.is_perpetual(m.venue)} or None
+    return sources.replay_stream(settings.timeframe, per_market, funding)
 
 
 def _funding_rows(common: config.CommonSettings, settings: IngestSettings, name: str,

@@ -60,6 +60,13 @@ class IngestSettings(BaseSettings):
 
     market_type: Literal["spot", "linear"] = Field(
         "spot", description="Market type at the exchange: spot or linear (USDT perpetuals).")
+    replay_perpetuals: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Replay only, with market_type spot: these symbols are also published "
+                        "as the venue's USDT perpetual (key <exchange>-linear:SYMBOL), priced at "
+                        "the same stored candles (no perpetual prices are stored: the perp is "
+                        "marked at spot, basis 0) and with their funding history when "
+                        "MERIDIAN_INGEST_FUNDING is on. Comma-separated, each one of "
+                        "MERIDIAN_INGEST_SYMBOLS.")
     funding: bool = Field(
         True, description="Also ingest funding-rate history (perpetual markets only).")
     api_base_url: str | None = Field(
@@ -96,6 +103,11 @@ class IngestSettings(BaseSettings):
             raise ValueError("at least one symbol is required")
         return value
 
+    @field_validator("replay_perpetuals", mode="before")
+    @classmethod
+    def _split_perpetuals(cls, value: object) -> object:
+        return _csv(value)  # empty is fine: no perpetual copies
+
     @field_validator("start", "end")
     @classmethod
     def _time(cls, value: str | None) -> str | None:
@@ -108,6 +120,29 @@ class IngestSettings(BaseSettings):
         if self.replica_index is not None and self.replica_index >= self.replicas:
             raise ValueError(f"MERIDIAN_INGEST_REPLICA_INDEX={self.replica_index} must be below "
                              f"MERIDIAN_INGEST_REPLICAS={self.replicas}")
+        return self
+
+    @model_validator(mode="after")
+    def _perpetuals(self) -> IngestSettings:
+        """The perpetual copies are a replay's modelling device (spot candles standing in for
+        perpetual prices), so refuse them wherever they would mean something else."""
+        if not self.replay_perpetuals:
+            return self
+        name = "MERIDIAN_INGEST_REPLAY_PERPETUALS"
+        if self.mode != "replay":
+            raise ValueError(f"{name} is for replays only (MERIDIAN_INGEST_MODE={self.mode}): "
+                             "live ingest publishes the exchange's own markets")
+        if self.market_type != "spot":
+            raise ValueError(f"{name} needs MERIDIAN_INGEST_MARKET_TYPE=spot (got "
+                             f"{self.market_type}): the perpetuals are copies of spot candles")
+        if self.source == "kafka":
+            raise ValueError(f"{name} is not supported with MERIDIAN_INGEST_SOURCE=kafka: a "
+                             "topic replay republishes the candles it reads, nothing more")
+        unknown = [s for s in self.replay_perpetuals if s not in self.symbols]
+        if unknown:
+            raise ValueError(f"{name}: {', '.join(unknown)} not in MERIDIAN_INGEST_SYMBOLS "
+                             f"({','.join(self.symbols)}): a perpetual copy needs its spot "
+                             "candles")
         return self
 
     @property

@@ -6,11 +6,14 @@ reached its open, after every fill up to that open is booked. So the PnL curve i
 fills and candles interleave in arrival. Until then the candle is held back (and its offset not
 committed). A fill is booked once: its id is remembered, and unique in the database.
 
-Funding (MERIDIAN_LEDGER_FUNDING, perpetuals) joins the same way: a candle also waits until
-md.funding.v1 for its symbol has reached its close (a settlement or a funding Watermark); every
-settlement up to that close is then paid on the position held through it (fills up to the
-candle's open), valued at the close. A settlement at or before the last close already marked
-(after a restart: the positions row's as_of) is not paid twice.
+Funding (MERIDIAN_LEDGER_FUNDING) joins the same way, on perpetual keys only (venue name
+ending in -linear, meridian_common.venues): a perpetual's candle also waits until md.funding.v1
+for its key has reached its close (a settlement or a funding Watermark); every settlement up to
+that close is then paid on the position held through it (fills up to the candle's open), valued
+at the close. A settlement at or before the last close already marked (after a restart: the
+positions row's as_of) is not paid twice. A spot key never waits for funding (no stream will
+come, so it would stall forever: the spot leg of a spot/perpetual pair must be marked as any
+spot market), and a funding record on a spot key is bad input (InvalidMessage, to the DLQ).
 
 Risk decisions change no position, so they take no part in that merge: each becomes a row of the
 batch at once, written in the same transaction as the fills, and the database's unique key on the
@@ -42,7 +45,7 @@ from meridian.v1 import (
     portfolio_pb2,
     risk_decision_pb2,
 )
-from meridian_common import topics
+from meridian_common import topics, venues
 from meridian_common.accounting import ClosedTrade, PositionBook
 from meridian_common.db import schema
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox, Position
@@ -226,7 +229,7 @@ class LedgerHandler(Handler):
                 self.batch.decisions.append(_decision_row(msg.message))  # type: ignore[arg-type]
             return
         if msg.topic == topics.FUNDING:
-            if self.settings.funding:
+            if self.settings.funding and self._is_funded(msg):
                 self._funding(msg)
                 self._process(msg.key, self._symbol(msg.key), out)
             return
@@ -250,6 +253,18 @@ class LedgerHandler(Handler):
                 st.fills.append((fill, msg.position))
         self._process(msg.key, st, out)
 
+    @staticmethod
+    def _is_funded(msg: Inbound) -> bool:
+        """Whether a funding message concerns a market that settles funding. A Watermark on a
+        spot key promises nothing anyone waits for: dropped. A rate on one would be paid on a
+        spot position: refused."""
+        if venues.is_perpetual_key(msg.key):
+            return True
+        if msg.is_watermark:
+            return False
+        raise InvalidMessage(f"funding for {msg.key}: funding is for perpetual markets (a "
+                             "-linear venue), not a spot key")
+
     def _funding(self, msg: Inbound) -> None:
         st = self._symbol(msg.key)
         if msg.is_watermark:
@@ -265,13 +280,16 @@ class LedgerHandler(Handler):
         if t > st.funding_to and (not st.settlements or t > st.settlements[-1][0]):
             st.settlements.append((t, value, msg.position))
 
-    def _ready(self, st: _Symbol) -> bool:
+    def _ready(self, key: str, st: _Symbol) -> bool:
+        """Fills are known up to the head candle's open and, on a perpetual with funding on,
+        settlements up to its close."""
         candle = st.candles[0][0]
         return candle.open_time_ms <= st.fill_wm and (
-            not self.settings.funding or st.funding_wm >= candle.close_time_ms)
+            not self.settings.funding or not venues.is_perpetual_key(key)
+            or st.funding_wm >= candle.close_time_ms)
 
     def _process(self, key: str, st: _Symbol, out: Outbox) -> None:
-        while st.candles and self._ready(st):
+        while st.candles and self._ready(key, st):
             candle, trace, _ = st.candles.popleft()
             while st.fills and st.fills[0][0].meta.event_time_ms <= candle.open_time_ms:
                 fill, _ = st.fills.popleft()

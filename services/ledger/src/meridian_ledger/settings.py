@@ -16,6 +16,11 @@ class LedgerSettings(BaseSettings):
     initial_capital: Decimal = Field(Decimal("10000"), gt=0,
                                      description="Starting equity in quote currency.")
     funding: bool = Field(
-        False, description="Book funding payments from md.funding.v1 (perpetuals): each "
-                           "candle is marked only once the symbol's funding has reached its "
-                           "close. Off for spot replays, which publish no funding.")
+        False, description="Book funding payments from md.funding.v1 on perpetual keys (venue "
+                           "<exchange>-linear): each perpetual candle is marked only once its "
+                           "funding has reached its close. Spot keys never wait for funding "
+                           "(a spot/perpetual pair can be booked in one ledger); a funding "
+                           "record on a spot key goes to the dead-letter topic. A replayed "
+                           "perpetual copied from spot candles "
+                           "(MERIDIAN_INGEST_REPLAY_PERPETUALS) is marked at spot (basis 0) "
+                           "and paid the stored settlements.")
