@@ -188,7 +188,7 @@ def run_stepwise(spec: BotSpec, rows: list[RawCandle],
 
 def simulate(spec: BotSpec, rows: list[RawCandle],
              refuse: RefuseOnce | None = None) -> tuple[SimResult, GridBot | DcaBot]:
-    bot = spec.make_bot()
+    bot = spec.make_bot().bot  # type: ignore[attr-defined]
     sim = BotSimulation(bot, MODEL, refuse)  # type: ignore[arg-type]
     return sim.run(Bar.from_raw(raw, H) for raw in rows), bot
 
@@ -217,7 +217,7 @@ def test_grid_through_the_loop_fills_as_the_simulation() -> None:
     assert len(expected.fills) == 9
     assert loop.bot_fills() == expected.fills
     assert loop.placed() == expected.placed
-    host_bot = loop.bots.runners[KEY].bot
+    host_bot = loop.bots.runners[KEY].bot.bot  # type: ignore[attr-defined]
     assert isinstance(host_bot, GridBot)
     assert host_bot.round_trips == sim_bot.round_trips  # type: ignore[union-attr]
     assert [r.profit for r in host_bot.round_trips] == [Decimal("3.664")] * 3
@@ -232,7 +232,7 @@ def test_dca_through_the_loop_fills_as_the_simulation() -> None:
     assert [f.client_order_id for f in expected.fills][:3] == ["d1-1-b", "d1-1-s1", "d1-1-tp2"]
     assert loop.bot_fills() == expected.fills
     assert loop.placed() == expected.placed
-    host_bot = loop.bots.runners[KEY].bot
+    host_bot = loop.bots.runners[KEY].bot.bot  # type: ignore[attr-defined]
     assert isinstance(host_bot, DcaBot)
     assert host_bot.cycles == sim_bot.cycles  # type: ignore[union-attr]
     cancels = [i.client_order_id for i in loop.of(topics.ORDER_INTENT)  # type: ignore[attr-defined]
@@ -360,9 +360,9 @@ def test_rejection_reaches_the_bot_with_the_failing_rule() -> None:
         handler.handle(Inbound(topic, KEY, message), out)
 
     seen: list[tuple[str, str]] = []
-    bot = handler.runners[KEY].bot
+    bot = handler.runners[KEY].bot.bot  # type: ignore[attr-defined]
     assert isinstance(bot, GridBot)
-    handler.runners[KEY].bot = _Spy(bot, seen)
+    handler.runners[KEY].bot.bot = _Spy(bot, seen)  # type: ignore[attr-defined]
     feed(topics.CANDLE, c0)
     assert [(t, m) for t, _, m in out.items] == [(topics.ORDER_INTENT, wm(T0, producer="bots"))]
     feed(topics.FILL, wm(T0))
@@ -422,9 +422,9 @@ def test_a_refused_cancel_is_not_told_to_the_bot() -> None:
     decisions and other strategies' decisions are not told either."""
     handler = BotsHandler([grid_spec()])
     seen: list[tuple[str, str]] = []
-    bot = handler.runners[KEY].bot
+    bot = handler.runners[KEY].bot.bot  # type: ignore[attr-defined]
     assert isinstance(bot, GridBot)
-    handler.runners[KEY].bot = _Spy(bot, seen)
+    handler.runners[KEY].bot.bot = _Spy(bot, seen)  # type: ignore[attr-defined]
     out = Outbox("bots")
     c0, c1 = candles(raws(T0, 2))
     for topic, message in [(topics.CANDLE, c0), (topics.FILL, wm(T0)),
@@ -442,7 +442,7 @@ def test_a_refused_cancel_is_not_told_to_the_bot() -> None:
         handler.handle(Inbound(topic, KEY, message), out)
     assert seen == []
     assert bot.orders == {"g1-1-2": 1, "g1-0-3": 0}  # both still resting for the bot
-    assert handler.runners[KEY].last_open == T0 + H
+    assert handler.runners[KEY].last_open[KEY] == T0 + H
 
 
 # --------------------------------------------------------------------------- watermarks, timing
@@ -512,14 +512,14 @@ def test_duplicate_candles_are_ignored_and_held_candles_are_retained() -> None:
     handler.handle(Inbound(topics.CANDLE, KEY, c0, (topics.CANDLE, 2, 7)), out)
     handler.handle(Inbound(topics.CANDLE, KEY, c0, (topics.CANDLE, 2, 8)), out)
     assert handler.retained() == {(topics.CANDLE, 2): 7}
-    assert handler.runners[KEY].held_candles == 1
+    assert handler.runners[KEY].held_candles[KEY] == 1
     handler.handle(Inbound(topics.FILL, KEY, wm(T0)), out)
     handler.handle(Inbound(topics.RISK_DECISION, KEY, wm(T0)), out)
     assert handler.retained() == {}
     handler.handle(Inbound(topics.CANDLE, KEY, c1, (topics.CANDLE, 2, 9)), out)
     handler.handle(Inbound(topics.CANDLE, KEY, c0, (topics.CANDLE, 2, 10)), out)
     assert handler.retained() == {(topics.CANDLE, 2): 9}
-    assert handler.runners[KEY].held_candles == 1
+    assert handler.runners[KEY].held_candles[KEY] == 1
 
 
 def test_malformed_numbers_are_invalid_messages_naming_the_field() -> None:
@@ -560,10 +560,10 @@ def test_restart_rebuilds_the_same_state_and_outputs() -> None:
     live = [(t, k, m) for t, k, m in loop.published if t == topics.ORDER_INTENT]
     handler = loop.bots
     handler.reset_state()
-    assert handler.runners[KEY].last_open == -1
+    assert handler.runners[KEY].last_open.get(KEY, -1) == -1
     assert handler.forwarded == {}
     assert _bots_outputs(handler, loop.bots_inputs) == live
-    assert handler.runners[KEY].bot == loop_bot(run_stepwise(spec, rows))
+    assert handler.runners[KEY].bot.bot == loop_bot(run_stepwise(spec, rows))
     # a rebalance half-way: the state is reset, the inputs up to the committed offset are
     # replayed (outputs discarded), and the rest is published as it was the first time
     inputs = loop.bots_inputs
@@ -581,7 +581,7 @@ def test_restart_rebuilds_the_same_state_and_outputs() -> None:
 
 
 def loop_bot(loop: Loop) -> object:
-    return loop.bots.runners[KEY].bot
+    return loop.bots.runners[KEY].bot.bot  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -173,7 +173,7 @@ def test_exported_values_are_what_the_services_published(loop: Loop) -> None:
     assert grid_values["refused"] > 0
     assert values(loop.registry, "d1")["cancel"] > 0  # take-profits replaced after safety fills
     # the grid's own view of its resting orders (the slots' orders and the start buy)
-    bot = loop.bots.runners[BTC].bot
+    bot = loop.bots.runners[BTC].bot.bot  # type: ignore[attr-defined]
     assert isinstance(bot, GridBot)
     assert grid_values["open"] == len(bot.orders) + (bot.init_order is not None) > 0
 

@@ -53,13 +53,13 @@ def test_the_documented_example_is_a_valid_file() -> None:
     assert isinstance(grid.params, GridParams)
     assert grid.params.rules.min_notional == Decimal(5)
     assert grid.params.quantity == Decimal("0.01")
-    assert isinstance(grid.make_bot(), GridBot)
+    assert isinstance(grid.make_bot().bot, GridBot)  # type: ignore[attr-defined]
     assert (dca.bot_id, dca.key, dca.start_ms) == ("dca-eth", "binance:ETHUSDT", 0)
     assert isinstance(dca.params, DcaParams)
     assert dca.params.stop_loss == Decimal("0.1")
     assert dca.params.max_cycles == 10
     assert dca.params.rules.lot == Decimal("0.0001")
-    assert isinstance(dca.make_bot(), DcaBot)
+    assert isinstance(dca.make_bot().bot, DcaBot)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("cls", "fields"), [(GridParams, spec.GRID_FIELDS),
@@ -116,7 +116,8 @@ def _with(text: str, old: str, new: str) -> str:
     (_with(GRID, 'bot_id = "g1"', 'bot_id = "Grid_1"'), "bots[Grid_1].bot_id: 'Grid_1' must be"),
     (_with(GRID, 'bot_id = "g1"', 'bot_id = "mrd"'), "bots[mrd].bot_id: 'mrd' is reserved"),
     (_with(GRID, 'bot_id = "g1"\n', ""), "bots[#0].bot_id: expected a string"),
-    (_with(GRID, 'kind = "grid"', 'kind = "martingale"'), "bots[g1].kind: expected 'grid'"),
+    (_with(GRID, 'kind = "grid"', 'kind = "martingale"'),
+     "bots[g1].kind: expected one of grid, dca, funding-arb"),
     (_with(GRID, 'symbol = "BTCUSDT"', 'symbol = ""'), "bots[g1].symbol: '' must be non-empty"),
     (_with(GRID, 'exchange = "binance"', 'exchange = "a:b"'), "bots[g1].exchange: 'a:b'"),
     (_with(GRID, 'symbol = "BTCUSDT"', 'symbol = "BTCUSDT"\nstart = 2026-12-08T00:00:00'),

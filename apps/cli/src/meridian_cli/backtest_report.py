@@ -39,12 +39,14 @@ class LedgerRun:
 
 
 def read_ledger(database_url: str, account: str, initial_capital: Decimal) -> LedgerRun:
-    """The account curve (capital + every symbol's net PnL, each carried forward between its own
-    marks), per-bar exposure and the closed trades, in time order."""
+    """The account curve (capital + every market's net PnL, each carried forward between its own
+    marks), per-bar exposure and the closed trades, in time order. A market is exchange and
+    symbol: a hedged pair holds one symbol on two venues (spot and perpetual)."""
     with psycopg.connect(conninfo(database_url)) as conn:
         marks = conn.execute(
-            "select (extract(epoch from ts) * 1000)::bigint, symbol, quantity, net_pnl, "
-            "fees_paid, funding_paid from equity where account = %s order by ts, symbol",
+            "select (extract(epoch from ts) * 1000)::bigint, exchange || ':' || symbol, "
+            "quantity, net_pnl, fees_paid, funding_paid from equity where account = %s "
+            "order by ts, symbol, exchange",
             (account,)).fetchall()
         rows = conn.execute(
             "select symbol, direction, (extract(epoch from entry_time) * 1000)::bigint, "
@@ -60,8 +62,8 @@ def read_ledger(database_url: str, account: str, initial_capital: Decimal) -> Le
     qty: dict[str, Decimal] = {}
     fees: dict[str, Decimal] = {}
     funding: dict[str, Decimal] = {}
-    for i, (ts, symbol, quantity, pnl, fee, paid) in enumerate(marks):
-        net[symbol], qty[symbol], fees[symbol], funding[symbol] = pnl, quantity, fee, paid
+    for i, (ts, key, quantity, pnl, fee, paid) in enumerate(marks):
+        net[key], qty[key], fees[key], funding[key] = pnl, quantity, fee, paid
         if i + 1 == len(marks) or marks[i + 1][0] != ts:
             times.append(ts)
             equity.append(float(initial_capital + sum(net.values(), Decimal(0))))

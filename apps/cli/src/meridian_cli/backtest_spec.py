@@ -8,8 +8,10 @@ A config file is TOML with one table per service whose keys are that service's s
     [risk]
     leverage = 2
 
-Unknown tables or keys fail before anything runs, naming them. `common` and `ingest` are not
-accepted: the backtest owns the bus, the topic prefix and the replayed range. The resolved
+Unknown tables or keys fail before anything runs, naming them. `common` is not accepted and
+`ingest` only for what the replay publishes (`INGEST_KEYS`: the perpetual copies of symbols
+and their funding, which a funding-rate arbitrage pair needs): the backtest owns the bus, the
+topic prefix and the replayed range. The resolved
 settings (file + environment + defaults) are fingerprinted, so a report says exactly what ran
 and two runs of the same inputs get the same run id and the same report.
 """
@@ -34,6 +36,7 @@ from meridian_common.features.spec import feature_set
 
 SECTIONS = ("features", "signals", "bots", "risk", "execution", "ledger")
 _CLASSES = dict(zip(("common", "ingest", *SECTIONS), SETTINGS_CLASSES, strict=True))
+INGEST_KEYS = ("replay_perpetuals", "funding")
 # Settings that say where a run happens, not what it computes: left out of the fingerprint.
 _PLACE = {"common": {"bus", "kafka_bootstrap", "topic_prefix", "database_url", "metrics_port",
                      "log_level", "consumer_batch"}}
@@ -51,8 +54,8 @@ class BacktestSpec:
         """The pipeline settings of this backtest; `place` adds where-it-runs overrides
         (common.bus, topic prefix...)."""
         sections: dict[str, dict[str, Any]] = {k: dict(v) for k, v in self.overrides.items()}
-        sections["ingest"] = {"symbols": list(self.symbols), "start": self.start,
-                              "end": self.end, "source": "csv"}
+        sections["ingest"] = {**sections.get("ingest", {}), "symbols": list(self.symbols),
+                              "start": self.start, "end": self.end, "source": "csv"}
         for name, values in place.items():
             sections.setdefault(name, {}).update(values)
         return PipelineSettings.load(**sections)
@@ -123,13 +126,14 @@ def read_config(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
     out: dict[str, dict[str, Any]] = {}
     for section, values in raw.items():
-        if section not in SECTIONS:
+        if section not in (*SECTIONS, "ingest"):
             raise ConfigError(
                 f"--config {path}: unknown table [{section}]; a backtest config has "
-                f"[{'], ['.join(SECTIONS)}] (range and symbols come from the command line)")
+                f"[{'], ['.join(SECTIONS)}] and [ingest] {', '.join(INGEST_KEYS)} (range and "
+                "symbols come from the command line)")
         if not isinstance(values, Mapping):
             raise ConfigError(f"--config {path}: [{section}] must be a table of settings")
-        known = _CLASSES[section].model_fields
+        known = INGEST_KEYS if section == "ingest" else _CLASSES[section].model_fields
         unknown = sorted(k for k in values if k not in known)
         if unknown:
             raise ConfigError(f"--config {path}: [{section}] has unknown key(s) "

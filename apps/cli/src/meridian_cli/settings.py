@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from meridian_common import config
+from meridian_common import config, topics, venues
 from meridian_execution.settings import ExecutionSettings
 from meridian_features.settings import FeaturesSettings
 from meridian_ingest.settings import IngestSettings
@@ -47,6 +47,7 @@ class PipelineSettings:
         }
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check_bots()
+        settings.check_pairs()
         return settings
 
     def check_bots(self) -> None:
@@ -58,3 +59,36 @@ class PipelineSettings:
                 f"MERIDIAN_BOTS_CONFIG is {'set' if bots else 'empty'} but "
                 f"MERIDIAN_RISK_INTENTS is {str(intents).lower()}: set both (bots through the "
                 "gate) or neither")
+
+    def check_pairs(self) -> None:
+        """A funding-arb pair trades the funding: its run must book it (the ledger's funding)
+        and, in a replay, publish the pair's perpetual leg with its settlements (ingest's
+        replay_perpetuals and funding), or the pair would wait for ever for a leg or report a
+        PnL without the very thing it trades."""
+        if not self.bots.config:
+            return
+        from meridian_signals.bots.__main__ import load_specs  # reads the file: only with bots
+
+        pairs = [s for s in load_specs(self.bots) if s.kind == "funding-arb"]
+        if not pairs:
+            return
+        if not self.ledger.funding:
+            raise config.ConfigError(
+                f"bots[{pairs[0].bot_id}] is a funding-arb pair: set MERIDIAN_LEDGER_FUNDING="
+                "true ([ledger] funding = true), or its PnL leaves out the funding it earns")
+        if self.ingest.mode != "replay":
+            return
+        exchange = venues.venue(self.common.exchange, self.ingest.market_type)
+        perpetual = venues.venue(self.common.exchange, "linear")
+        replayed = {topics.market_key(exchange, s) for s in self.ingest.symbols}
+        if self.ingest.funding:
+            replayed |= {topics.market_key(perpetual, s) for s in self.ingest.replay_perpetuals}
+        for pair in pairs:
+            missing = [k for k in pair.keys if k not in replayed]
+            if missing:
+                raise config.ConfigError(
+                    f"bots[{pair.bot_id}]: the replay publishes no {', '.join(missing)}; a "
+                    "funding-arb pair needs its symbol in MERIDIAN_INGEST_SYMBOLS and in "
+                    "MERIDIAN_INGEST_REPLAY_PERPETUALS with MERIDIAN_INGEST_FUNDING=true "
+                    "([ingest] replay_perpetuals in a backtest config), the spot leg on "
+                    f"{exchange} and the perpetual on {perpetual}")

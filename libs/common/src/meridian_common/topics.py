@@ -65,7 +65,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(CANDLE, candle_pb2.Candle, "ingest",
                   ("features", "risk", "execution", "ledger", "bots"),
                   "exchange:symbol", history=True),
-        TopicSpec(FUNDING, funding_pb2.FundingRate, "ingest", ("features", "ledger"),
+        TopicSpec(FUNDING, funding_pb2.FundingRate, "ingest", ("features", "ledger", "bots"),
                   "exchange:symbol", sparse=True, history=True),
         TopicSpec(FEATURES, features_pb2.Features, "features", ("signals",), "exchange:symbol"),
         TopicSpec(SIGNAL, signal_pb2.Signal, "signals", ("risk",), "exchange:symbol", sparse=True),

@@ -12,7 +12,8 @@ resent order after a restart.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Protocol
 
@@ -68,13 +69,18 @@ class Bar:
 
 @dataclass(frozen=True, slots=True)
 class PlaceOrder:
-    """Place an order; `limit_price` None means a market order. `tag` says why (for logs)."""
+    """Place an order; `limit_price` None means a market order. `tag` says why (for logs).
+
+    `reduce_only`: the order may only shrink the position (the gate's rule order.reduce_only,
+    the executor caps it). A one-market bot (grid, DCA) is long-only: `OneMarket` marks its
+    sells; a bot trading several markets (a hedged pair) says it per order."""
 
     client_order_id: str
     side: int
     quantity: Decimal
     limit_price: Decimal | None
     tag: str
+    reduce_only: bool = False
 
     def __post_init__(self) -> None:
         order_id(self.client_order_id)
@@ -127,3 +133,90 @@ class Bot(Protocol):
     def on_rejected(self, client_order_id: str, reason: str) -> list[Intent]:
         """An order was refused (risk limits, exchange): the bot forgets it."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A perpetual's funding settlement (md.funding.v1): the per-interval rate, positive when
+    longs pay shorts, settled at `time_ms`."""
+
+    time_ms: int
+    rate: Decimal
+
+
+Routed = tuple[str, Intent]  # (exchange:symbol key, intent)
+
+
+class MarketsBot(Protocol):
+    """What the bots host drives: a bot on one or more exchange:symbol keys.
+
+    The host tells it, per time, its rejections, then its fills, then the candles of all its
+    keys that opened at that time in one call (`on_candles`; a key missing a candle at that
+    time is absent from the mapping), and funding settlements of its perpetual keys before the
+    candles that open at or after them. Every answer names the key it trades."""
+
+    @property
+    def bot_id(self) -> str:
+        ...
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The exchange:symbol keys it trades, in a fixed order."""
+        ...
+
+    @property
+    def funding_keys(self) -> tuple[str, ...]:
+        """The keys whose md.funding.v1 it needs (a subset of `keys`)."""
+        ...
+
+    def on_candles(self, bars: Mapping[str, Bar]) -> list[Routed]:
+        ...
+
+    def on_fill(self, key: str, fill: BotFill) -> list[Routed]:
+        ...
+
+    def on_rejected(self, key: str, client_order_id: str, reason: str) -> list[Routed]:
+        ...
+
+    def on_funding(self, key: str, settlement: Settlement) -> list[Routed]:
+        ...
+
+
+class OneMarket:
+    """A one-market `Bot` (grid, DCA) as a `MarketsBot` on `key`. These bots are long-only on
+    spot: a sell only ever sells inventory they hold, so every sell is marked reduce-only."""
+
+    __slots__ = ("bot", "key")
+
+    def __init__(self, bot: Bot, key: str) -> None:
+        self.bot = bot
+        self.key = key
+
+    @property
+    def bot_id(self) -> str:
+        return self.bot.bot_id
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key,)
+
+    @property
+    def funding_keys(self) -> tuple[str, ...]:
+        return ()
+
+    def _routed(self, intents: list[Intent]) -> list[Routed]:
+        return [(self.key, replace(i, reduce_only=True)
+                 if isinstance(i, PlaceOrder) and i.side == SELL else i) for i in intents]
+
+    def on_candles(self, bars: Mapping[str, Bar]) -> list[Routed]:
+        bar = bars.get(self.key)
+        return [] if bar is None else self._routed(self.bot.on_candle(bar))
+
+    def on_fill(self, key: str, fill: BotFill) -> list[Routed]:
+        return self._routed(self.bot.on_fill(fill))
+
+    def on_rejected(self, key: str, client_order_id: str, reason: str) -> list[Routed]:
+        return self._routed(self.bot.on_rejected(client_order_id, reason))
+
+    def on_funding(self, key: str, settlement: Settlement) -> list[Routed]:
+        return []

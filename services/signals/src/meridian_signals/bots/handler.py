@@ -1,20 +1,27 @@
-"""The bots host: candles, fills and the risk gate's decisions in, order intents out.
+"""The bots host: candles, funding, fills and the risk gate's decisions in, order intents out.
 
-Each configured bot (`spec.BotSpec`: a `GridBot` or a `DcaBot`) owns one exchange:symbol key.
-For that key the host merges three streams in event time (`EventTimeMerge`, one per key: bots
-share no state, so one symbol's stall holds back no other) and tells the bot, in this order
-at each time:
+Each configured bot (`spec.BotSpec`) owns its exchange:symbol keys: one for a `GridBot` or a
+`DcaBot`, two for a `FundingArbBot` (the spot and the perpetual leg of a hedged pair). For
+each bot the host merges its keys' streams in event time (`EventTimeMerge`, one per bot: bots
+share no state, so one bot's stall holds back no other) and tells the bot, in this order at
+each time:
+  rank -1 a funding settlement of a perpetual leg (md.funding.v1) -> `on_funding`;
   rank 0  a rejected decision on one of its orders (risk.decision.v1) -> `on_rejected`;
   rank 1  a fill of one of its orders (fill.v1, client id "<bot_id>-...") -> `on_fill`;
-  rank 2  candle k, held at its OPEN o_k -> `on_candle` (Bar open_ms o_k, close_ms c_k).
+  rank 2  candle k of each of its keys, held at its OPEN o_k -> `on_candles`, all keys'
+          candles of that open in one call (Bars with open_ms o_k, close_ms c_k).
 A fill or decision record proves its stream only up to t - 1 (a candle has several fills, a
 time several decisions); the producers' Watermark at t, published after them, closes t.
-What the bot answers while the host handles candle k (to the decisions and fills released
-before it, then to the candle, in the order the bot said it) goes out on order.intent.v1 at
-event time c_k, followed by an order.intent.v1 Watermark at c_k. That is the timing of
-`bot_sim.BotSimulation`: a rejection of an order placed at c_{k-1} = o_k is heard before the
-fills of candle k (which carry o_k), the fills before k's close, and every reaction trades
-from candle k+1 on.
+A settlement at t is told before the candle opening at t, and after the fills at t-1h: the
+position it is paid on is the one the ledger pays it on (held through the candle closing at
+t), and the bot decides on it with the candle that closes after it (its orders fill at the
+next open, as in the research backtest `meridian_research.funding_arb`).
+What the bot answers while the host handles candle k (to the records released before it,
+then to the candles, in the order the bot said it) goes out on order.intent.v1 at event time
+c_k, followed by an order.intent.v1 Watermark at c_k for each key with a candle at o_k. That
+is the timing of `bot_sim.BotSimulation`: a rejection of an order placed at c_{k-1} = o_k is
+heard before the fills of candle k (which carry o_k), the fills before k's close, and every
+reaction trades from candle k+1 on.
 
 Why the loop bots -> gate -> executor -> bots does not deadlock. Candle k is released once
 fill.v1 and risk.decision.v1 have reached o_k for its key. The executor's fill watermark is
@@ -75,6 +82,7 @@ from meridian.v1 import (
     candle_pb2,
     common_pb2,
     fill_pb2,
+    funding_pb2,
     order_approved_pb2,
     order_intent_pb2,
     risk_decision_pb2,
@@ -87,18 +95,20 @@ from meridian_common.strategy.intents import (
     BUY,
     SELL,
     Bar,
-    Bot,
     BotFill,
     CancelOrder,
     Intent,
+    MarketsBot,
     PlaceOrder,
+    Routed,
+    Settlement,
 )
 from meridian_signals.bots.metrics import BotsMetrics
 from meridian_signals.bots.spec import BotSpec
 
 log = logging.getLogger(__name__)
 
-DECISION_RANK, FILL_RANK, CANDLE_RANK = 0, 1, 2
+FUNDING_RANK, DECISION_RANK, FILL_RANK, CANDLE_RANK = -1, 0, 1, 2
 
 
 def intent_id(client_order_id: str) -> str:
@@ -112,6 +122,7 @@ def cancel_intent_id(client_order_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Candle:
+    key: str
     bar: Bar
     candle_id: str
     trace: Context | None = field(default=None, compare=False)
@@ -119,42 +130,56 @@ class _Candle:
 
 @dataclass(frozen=True, slots=True)
 class _Rejected:
+    key: str
     client_order_id: str
     reason: str
 
 
-_Held = _Candle | _Rejected | BotFill
+@dataclass(frozen=True, slots=True)
+class _Fill:
+    key: str
+    fill: BotFill
+
+
+@dataclass(frozen=True, slots=True)
+class _Funding:
+    key: str
+    settlement: Settlement
+
+
+_Held = _Candle | _Rejected | _Fill | _Funding
 
 
 @dataclass(slots=True)
 class _Runner:
-    """One bot and what its key's merge holds for it."""
+    """One bot and what the merge of its keys holds for it."""
 
     spec: BotSpec
-    bot: Bot
+    bot: MarketsBot
     merge: EventTimeMerge[_Held]
     prefix: str
-    last_open: int = -1  # open of the newest candle taken (-1: none yet)
-    held_candles: int = 0  # taken, not yet told to the bot
-    pending: list[Intent] = field(default_factory=list)  # answers not yet sent (candle's)
+    last_open: dict[str, int] = field(default_factory=dict)  # per key: newest candle taken
+    held_candles: dict[str, int] = field(default_factory=dict)  # per key: not yet told
+    group: list[_Candle] = field(default_factory=list)  # the candles of one open, being told
+    pending: list[Routed] = field(default_factory=list)  # answers not yet sent
 
 
 class BotsHandler(Handler):
     name = "bots"
-    inputs = (topics.CANDLE, topics.FILL, topics.RISK_DECISION)
+    inputs = (topics.CANDLE, topics.FILL, topics.RISK_DECISION, topics.FUNDING)
     outputs = (topics.ORDER_INTENT,)
     # A bot's state is a function of its key's candles, fills and decisions (module docstring):
     # rebuilt from them at every start and after a rebalance.
     rebuild_from_inputs = True
 
     def __init__(self, specs: Sequence[BotSpec]) -> None:
-        keys = [s.key for s in specs]
+        keys = [k for s in specs for k in s.keys]
         ids = [s.bot_id for s in specs]
         if len(set(keys)) != len(keys) or len(set(ids)) != len(ids):
             raise ValueError("bots: one bot per exchange:symbol and per bot_id "
                              "(spec.parse refuses such files)")
         self.specs = tuple(specs)
-        self.runners: dict[str, _Runner] = {}
+        self.runners: dict[str, _Runner] = {}  # every key of a bot -> its runner
         self.forwarded: dict[str, int] = {}  # key -> last order.intent.v1 Watermark
         self.intents = 0
         self.late = 0
@@ -167,7 +192,10 @@ class BotsHandler(Handler):
 
     def reset_state(self) -> None:
         """Fresh bots and merges, nothing forwarded: as `__init__` leaves them."""
-        self.runners = {s.key: self._runner(s) for s in self.specs}
+        self.runners = {}
+        for spec in self.specs:
+            runner = self._runner(spec)
+            self.runners.update(dict.fromkeys(spec.keys, runner))
         self.forwarded = {}
         self.intents = 0
         self.late = 0
@@ -177,10 +205,15 @@ class BotsHandler(Handler):
     @staticmethod
     def _runner(spec: BotSpec) -> _Runner:
         merge: EventTimeMerge[_Held] = EventTimeMerge()
+        bot = spec.make_bot()
         # Known from the start: a fill or decision read before the bot's first candle (another
-        # partition read first) waits for the candles instead of overtaking them.
-        merge.advance((topics.CANDLE, spec.key), -1)
-        return _Runner(spec, spec.make_bot(), merge, spec.bot_id + "-")
+        # partition read first) waits for the candles instead of overtaking them, and no candle
+        # is told before the funding settled at or before its open.
+        for key in bot.keys:
+            merge.advance((topics.CANDLE, key), -1)
+        for key in bot.funding_keys:
+            merge.advance((topics.FUNDING, key), -1)
+        return _Runner(spec, bot, merge, spec.bot_id + "-")
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -189,16 +222,20 @@ class BotsHandler(Handler):
         if msg.topic == topics.CANDLE:
             self._candle(runner, msg, out)
         elif runner is None:
-            return  # fills and decisions of a symbol no bot trades
+            return  # fills, decisions and funding of a symbol no bot trades
+        elif msg.topic == topics.FUNDING:
+            if msg.key not in runner.bot.funding_keys:
+                return
+            item = None if msg.is_watermark else self._funding(msg.key, msg.message)  # type: ignore[arg-type]
+            self._take(runner, msg, item, FUNDING_RANK, out)
         elif msg.topic == topics.FILL:
-            item = None if msg.is_watermark else self._fill(runner, msg.message)  # type: ignore[arg-type]
+            item = None if msg.is_watermark else self._fill(runner, msg.key, msg.message)  # type: ignore[arg-type]
             self._take(runner, msg, item, FILL_RANK, out)
         else:
-            item = None if msg.is_watermark else self._rejection(runner, msg.message)  # type: ignore[arg-type]
+            item = None if msg.is_watermark else self._rejection(runner, msg.key, msg.message)  # type: ignore[arg-type]
             self._take(runner, msg, item, DECISION_RANK, out)
         if runner is not None:
-            for held in runner.merge.release():
-                self._dispatch(runner, held, out)
+            self._tell(runner, runner.merge.release(), out)
 
     def _candle(self, runner: _Runner | None, msg: Inbound, out: Outbox) -> None:
         key = msg.key
@@ -211,22 +248,23 @@ class BotsHandler(Handler):
         if runner is None or bar.open_ms < runner.spec.start_ms:
             self._forward(key, bar.close_ms, out)
             return
-        if bar.open_ms <= runner.last_open:
+        last = runner.last_open.get(key, -1)
+        if bar.open_ms <= last:
             return  # read again (restart) or a correction of a candle the bot already heard
-        if runner.last_open < 0:
-            # The bot's first candle: nothing of its own can be filled or decided before it.
+        if last < 0:
+            # The key's first candle: nothing of the bot's can be filled or decided before it.
             runner.merge.advance((topics.FILL, key), bar.open_ms - 1)
             runner.merge.advance((topics.RISK_DECISION, key), bar.open_ms - 1)
-        runner.last_open = bar.open_ms
-        if runner.held_candles == 0:
+        runner.last_open[key] = bar.open_ms
+        if runner.held_candles.get(key, 0) == 0:
             # Every intent from now on carries the close of this candle or a later one. Said at
             # once, it bridges a gap in the candles (a missing or dead-lettered one): the gate
             # decides up to o_k and the executor evaluates candle k without the intents of a
             # candle that never came. Without a gap the watermark is already there (c_{k-1}).
             self._forward(key, bar.open_ms, out)
-        runner.held_candles += 1
-        self._take(runner, msg, _Candle(bar, candle.meta.id, msg.trace_context), CANDLE_RANK,
-                   out, at=bar.open_ms)
+        runner.held_candles[key] = runner.held_candles.get(key, 0) + 1
+        self._take(runner, msg, _Candle(key, bar, candle.meta.id, msg.trace_context),
+                   CANDLE_RANK, out, at=bar.open_ms)
 
     def _take(self, runner: _Runner, msg: Inbound, item: _Held | None, rank: int, out: Outbox,
               at: int | None = None) -> None:
@@ -248,9 +286,17 @@ class BotsHandler(Handler):
             log.warning("record behind the bots merge taken at once", extra={
                 "topic": msg.topic, "key": msg.key, "event_time_ms": t,
                 "released_to_ms": runner.merge.released_to})
-            self._dispatch(runner, item, out)
+            self._tell(runner, [item], out)
 
-    def _fill(self, runner: _Runner, fill: fill_pb2.Fill) -> BotFill | None:
+    @staticmethod
+    def _funding(key: str, rate: funding_pb2.FundingRate) -> _Funding:
+        try:
+            value = dec(rate.rate, "FundingRate.rate")
+        except ValueError as exc:
+            raise InvalidMessage(f"funding {rate.meta.id}: {exc}") from None
+        return _Funding(key, Settlement(rate.funding_time_ms, value))
+
+    def _fill(self, runner: _Runner, key: str, fill: fill_pb2.Fill) -> _Fill | None:
         if not fill.client_order_id.startswith(runner.prefix):
             return None  # another strategy's order on this symbol
         where = f"fill {fill.meta.id}"
@@ -265,10 +311,10 @@ class BotsHandler(Handler):
         if quantity <= 0 or price <= 0:
             raise InvalidMessage(f"{where}: Fill.quantity {fill.quantity!r} and Fill.price "
                                  f"{fill.price!r} must be positive")
-        return BotFill(fill.client_order_id, fill.side, quantity, price, fee, fill.liquidity,
-                       fill.meta.event_time_ms)
+        return _Fill(key, BotFill(fill.client_order_id, fill.side, quantity, price, fee,
+                                  fill.liquidity, fill.meta.event_time_ms))
 
-    def _rejection(self, runner: _Runner,
+    def _rejection(self, runner: _Runner, key: str,
                    decision: risk_decision_pb2.RiskDecision) -> _Rejected | None:
         coid = decision.client_order_id
         if decision.approved or not coid.startswith(runner.prefix):
@@ -282,44 +328,71 @@ class BotsHandler(Handler):
             reason = "rejected"
         else:
             reason = f"{failing.rule}: {failing.detail}" if failing.detail else failing.rule
-        return _Rejected(coid, reason)
+        return _Rejected(key, coid, reason)
 
     # -- the bot -----------------------------------------------------------------------------
 
-    def _dispatch(self, runner: _Runner, item: _Held, out: Outbox) -> None:
+    def _tell(self, runner: _Runner, released: list[_Held], out: Outbox) -> None:
+        """Tell the bot the released records in order. The candles of one open are told
+        together (`on_candles`) once the last of them is reached: the merge releases a time
+        only when every key's candle stream has passed it, so a group is never split."""
+        for i, item in enumerate(released):
+            self._dispatch(runner, item)
+            if not isinstance(item, _Candle):
+                continue
+            following = released[i + 1] if i + 1 < len(released) else None
+            if not (isinstance(following, _Candle)
+                    and following.bar.open_ms == item.bar.open_ms):
+                self._on_candles(runner, out)
+
+    def _dispatch(self, runner: _Runner, item: _Held) -> None:
         # Observed as the bot is told (never counted while the host rebuilds: `metrics`).
+        bot_id, count = runner.spec.bot_id, not self.replaying
         if isinstance(item, _Rejected):
             if self.metrics is not None:
-                self.metrics.rejected(runner.spec.bot_id, item.client_order_id,
-                                      count=not self.replaying)
-            runner.pending += runner.bot.on_rejected(item.client_order_id, item.reason)
-        elif isinstance(item, BotFill):
+                self.metrics.rejected(bot_id, item.client_order_id, count=count)
+            runner.pending += runner.bot.on_rejected(item.key, item.client_order_id,
+                                                     item.reason)
+        elif isinstance(item, _Fill):
             if self.metrics is not None:
-                self.metrics.filled(runner.spec.bot_id, item, count=not self.replaying)
-            runner.pending += runner.bot.on_fill(item)
+                self.metrics.filled(bot_id, item.fill, count=count)
+            runner.pending += runner.bot.on_fill(item.key, item.fill)
+        elif isinstance(item, _Funding):
+            runner.pending += runner.bot.on_funding(item.key, item.settlement)
         else:
-            self._on_candle(runner, item, out)
+            runner.held_candles[item.key] -= 1
+            runner.group.append(item)
 
-    def _on_candle(self, runner: _Runner, candle: _Candle, out: Outbox) -> None:
-        runner.held_candles -= 1
-        intents = runner.pending + runner.bot.on_candle(candle.bar)
-        runner.pending = []
-        key, t = runner.spec.key, candle.bar.close_ms
-        with tracing.caused_by(candle.trace):
-            for intent in intents:
-                out.emit(topics.ORDER_INTENT, key, self._intent(runner.spec, intent, candle))
-            self.intents += len(intents)
-            self._forward(key, t, out)
+    def _on_candles(self, runner: _Runner, out: Outbox) -> None:
+        """The bot hears one open's candles; its answers go out at their close, and each key
+        of the group gets its intent Watermark there. An answer for a key that has no candle
+        in the group (a gap on one leg) waits for that key's next candle: its Watermark may
+        already be at this close, and nothing is ever published behind a Watermark."""
+        group, runner.group = runner.group, []
+        bars = {c.key: c.bar for c in group}
+        answers = runner.pending + runner.bot.on_candles(bars)
+        now = [(k, i) for k, i in answers if k in bars]
+        runner.pending = [(k, i) for k, i in answers if k not in bars]
+        t = group[0].bar.close_ms
+        by_key = {c.key: c for c in group}
+        with tracing.caused_by(group[0].trace):
+            for key, intent in now:
+                out.emit(topics.ORDER_INTENT, key,
+                         self._intent(runner.spec, key, intent, by_key[key]))
+            self.intents += len(now)
+            for candle in group:
+                self._forward(candle.key, t, out)
         if self.metrics is not None:
-            self.metrics.sent(runner.spec.bot_id, intents, count=not self.replaying)
+            self.metrics.sent(runner.spec.bot_id, [i for _, i in now], count=not self.replaying)
 
-    def _intent(self, spec: BotSpec, intent: Intent,
+    def _intent(self, spec: BotSpec, key: str, intent: Intent,
                 candle: _Candle) -> order_intent_pb2.OrderIntent:
         coid = intent.client_order_id
+        exchange, _, symbol = key.partition(":")
         msg = order_intent_pb2.OrderIntent(
             meta=common_pb2.Meta(cause_id=candle.candle_id, event_time_ms=candle.bar.close_ms,
                                  producer=self.name),
-            exchange=spec.exchange, symbol=spec.symbol, strategy=f"bot:{spec.bot_id}",
+            exchange=exchange, symbol=symbol, strategy=f"bot:{spec.bot_id}",
             client_order_id=coid)
         if isinstance(intent, CancelOrder):
             msg.meta.id = cancel_intent_id(coid)
@@ -336,8 +409,7 @@ class BotsHandler(Handler):
         else:
             msg.order_type = order_approved_pb2.ORDER_TYPE_LIMIT
             msg.limit_price = to_str(intent.limit_price)
-        # Grid and DCA bots are long-only on spot: a sell only ever sells inventory they hold.
-        msg.reduce_only = intent.side == SELL
+        msg.reduce_only = intent.reduce_only
         msg.reason = intent.tag
         return msg
 
@@ -351,7 +423,7 @@ class BotsHandler(Handler):
     def retained(self) -> Mapping[tuple[str, int], int]:
         """Lowest offset any bot's merge still holds, per physical partition."""
         low: dict[tuple[str, int], int] = {}
-        for runner in self.runners.values():
+        for runner in {id(r): r for r in self.runners.values()}.values():
             for tp, offset in runner.merge.retained().items():
                 if tp not in low or offset < low[tp]:
                     low[tp] = offset

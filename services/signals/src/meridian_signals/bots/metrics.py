@@ -37,7 +37,7 @@ from meridian_signals.bots.spec import BotSpec
 PLACE, CANCEL = "place", "cancel"
 ACTIONS = (PLACE, CANCEL)
 SIDES = {BUY: "buy", SELL: "sell"}
-KINDS = ("grid", "dca")
+KINDS = ("grid", "dca", "funding-arb")
 ZERO = Decimal(0)
 
 
@@ -68,7 +68,8 @@ class BotsMetrics:
             "cancelled or refused, as the host knows them.", ["bot"], registry=registry)
         self.position = Gauge(
             "meridian_bots_position_base", "Base quantity the bot holds from its own fills "
-            "(buys minus sells).", ["bot"], registry=registry)
+            "(buys minus sells; a hedged pair's legs net out: 0 when hedged).", ["bot"],
+            registry=registry)
         self.configured = Gauge(
             "meridian_bots_configured", "Bots in the bots file, per kind.", ["kind"],
             registry=registry)

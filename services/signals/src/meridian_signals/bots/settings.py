@@ -15,7 +15,8 @@ class BotsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MERIDIAN_BOTS_", extra="forbid", frozen=True)
 
     config: str = Field(
-        "", description="Path of the TOML file of bots ([[bots]] tables: bot_id, kind 'grid' or "
-                        "'dca', exchange, symbol, the market's tick/lot/min_qty/min_notional "
-                        "and the bot's parameters; see meridian_signals.bots.spec). Empty = no "
-                        "bots: the service then refuses to start.")
+        "", description="Path of the TOML file of bots ([[bots]] tables: bot_id, kind 'grid', "
+                        "'dca' or 'funding-arb', exchange, symbol, the market's tick/lot/"
+                        "min_qty/min_notional and the bot's parameters; see "
+                        "meridian_signals.bots.spec). Empty = no bots: the service then refuses "
+                        "to start.")

@@ -70,14 +70,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from meridian_common import topics
+from meridian_common import topics, venues
 from meridian_common.money import dec
 from meridian_common.sizing import MarketRules
 from meridian_common.strategy.dca import DcaBot, DcaParams
+from meridian_common.strategy.funding_arb import FundingArbParams
+from meridian_common.strategy.funding_arb_bot import FundingArbBot, FundingArbBotParams
 from meridian_common.strategy.grid import GridBot, GridParams
-from meridian_common.strategy.intents import check_bot_id
+from meridian_common.strategy.intents import MarketsBot, OneMarket, check_bot_id
 
-Kind = Literal["grid", "dca"]
+Kind = Literal["grid", "dca", "funding-arb"]
 # Client order ids of the signals' orders start with "mrd-" (`meridian_common.ids`); a bot
 # whose ids began the same way would take their fills for its own.
 RESERVED_PREFIX = "mrd"
@@ -113,6 +115,21 @@ def _boolean(where: str, value: object) -> bool:
     return value
 
 
+def _rate(where: str, value: object) -> float:
+    """A rate or weight (the rules compute in floats): written as a decimal like money."""
+    return float(_decimal(where, value))
+
+
+def _steps(where: str, value: object) -> tuple[tuple[Decimal, Decimal], ...]:
+    """drawdown_steps: an array of [drawdown, multiplier] pairs of decimals."""
+    if not isinstance(value, list) or not all(isinstance(v, list) and len(v) == 2
+                                              for v in value):
+        raise BotSpecError(f"{where}: expected an array of [drawdown, multiplier] pairs, e.g. "
+                           '[["0.01", "0.5"], ["0.02", "0"]], got {value!r}')
+    return tuple((_decimal(f"{where}[{i}][0]", a), _decimal(f"{where}[{i}][1]", b))
+                 for i, (a, b) in enumerate(value))
+
+
 def _string(where: str, value: object) -> str:
     if not isinstance(value, str):
         raise BotSpecError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
@@ -134,35 +151,64 @@ DCA_FIELDS: dict[str, Parse] = {
     "volume_scale": _decimal, "stop_loss": _decimal, "cooldown_candles": _integer,
     "max_cycles": _integer,
 }
+# FundingArbParams' fields; `capital` and `perp_exchange` are the pair's own (ARB_EXTRA).
+ARB_FIELDS: dict[str, Parse] = {
+    "entry_rate": _rate, "exit_rate": _rate, "allow_reverse": _boolean, "improved": _boolean,
+    "fast_span": _integer, "slow_span": _integer, "persistence_window": _integer,
+    "level_full": _rate, "trend_scale": _rate, "weight_level": _rate, "weight_trend": _rate,
+    "weight_persistence": _rate, "entry_score": _rate, "exit_score": _rate,
+    "notional": _decimal, "min_scale": _decimal, "max_scale": _decimal,
+    "exposure_cap": _decimal, "drawdown_steps": _steps,
+}
+ARB_EXTRA = ("capital", "perp_exchange")
 RULE_FIELDS = ("tick", "lot", "min_qty", "min_notional")
 COMMON_FIELDS = ("bot_id", "kind", "exchange", "symbol", "start")
 _KINDS: dict[str, tuple[type[GridParams] | type[DcaParams], dict[str, Parse]]] = {
     "grid": (GridParams, GRID_FIELDS), "dca": (DcaParams, DCA_FIELDS)}
+KIND_NAMES = (*_KINDS, "funding-arb")
 
 
 @dataclass(frozen=True, slots=True)
 class BotSpec:
-    """One configured bot: where it trades, from when, and its validated parameters."""
+    """One configured bot: where it trades, from when, and its validated parameters.
+
+    `exchange:symbol` is its key; a funding-arb pair's spot leg, with the perpetual leg on
+    `perp_exchange:symbol` (default `<exchange>-linear`, the venue name ingest gives a USDT
+    perpetual market: `meridian_common.venues`)."""
 
     kind: Kind
     exchange: str
     symbol: str
-    params: GridParams | DcaParams
+    params: GridParams | DcaParams | FundingArbBotParams
     start_ms: int = 0  # the first candle it hears opens at or after this
+    bot_id: str = ""  # grid and DCA: their params' bot_id
+    perp_exchange: str = ""
 
-    @property
-    def bot_id(self) -> str:
-        return self.params.bot_id
+    def __post_init__(self) -> None:
+        if not self.bot_id and not isinstance(self.params, FundingArbBotParams):
+            object.__setattr__(self, "bot_id", self.params.bot_id)
+        if self.kind == "funding-arb" and not self.perp_exchange:
+            object.__setattr__(self, "perp_exchange", venues.venue(self.exchange, "linear"))
 
     @property
     def key(self) -> str:
         return topics.market_key(self.exchange, self.symbol)
 
-    def make_bot(self) -> GridBot | DcaBot:
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every key it trades: the pair's spot leg, then its perpetual leg."""
+        if self.kind == "funding-arb":
+            return self.key, topics.market_key(self.perp_exchange, self.symbol)
+        return (self.key,)
+
+    def make_bot(self) -> MarketsBot:
         """A fresh bot (no candle heard yet)."""
+        if isinstance(self.params, FundingArbBotParams):
+            spot, perp = self.keys
+            return FundingArbBot(self.bot_id, spot, perp, self.params)
         if isinstance(self.params, GridParams):
-            return GridBot(self.params)
-        return DcaBot(self.params)
+            return OneMarket(GridBot(self.params), self.key)
+        return OneMarket(DcaBot(self.params), self.key)
 
 
 def load(path: str | Path) -> list[BotSpec]:
@@ -195,13 +241,15 @@ def parse(data: Mapping[str, object]) -> list[BotSpec]:
         if spec.bot_id in by_id:
             raise BotSpecError(f"bots[{spec.bot_id}]: bot_id {spec.bot_id!r} is used by two "
                                "bots (it prefixes their client order ids)")
-        other = by_key.get(spec.key)
-        if other is not None:
-            raise BotSpecError(
-                f"bots[{spec.bot_id}]: {spec.key} already has bot {other.bot_id!r}; one bot per "
-                "exchange:symbol (the risk gate's book and the executor's position are per "
-                "symbol)")
-        by_id[spec.bot_id] = by_key[spec.key] = spec
+        for key in spec.keys:
+            other = by_key.get(key)
+            if other is not None:
+                raise BotSpecError(
+                    f"bots[{spec.bot_id}]: {key} already has bot {other.bot_id!r}; one bot per "
+                    "exchange:symbol (the risk gate's book and the executor's position are per "
+                    "symbol)")
+            by_key[key] = spec
+        by_id[spec.bot_id] = spec
         specs.append(spec)
     return specs
 
@@ -219,8 +267,11 @@ def _bot(index: int, table: object) -> BotSpec:
         raise BotSpecError(f"{name}.bot_id: {bot_id!r} is reserved: client order ids starting "
                            f"with '{RESERVED_PREFIX}-' are the signals' orders")
     kind = table.get("kind")
+    if kind == "funding-arb":
+        return _arb(name, bot_id, table)
     if kind not in _KINDS:
-        raise BotSpecError(f"{name}.kind: expected 'grid' or 'dca', got {kind!r}")
+        raise BotSpecError(f"{name}.kind: expected one of {', '.join(KIND_NAMES)}, got "
+                           f"{kind!r}")
     cls, fields = _KINDS[kind]
     known = (*COMMON_FIELDS, *RULE_FIELDS, *fields)
     unknown = sorted(k for k in table if k not in known)
@@ -241,6 +292,38 @@ def _bot(index: int, table: object) -> BotSpec:
     except ValueError as exc:
         raise BotSpecError(f"{name}.{exc}") from None
     return BotSpec(kind, exchange, symbol, params, _start(name, table.get("start")))
+
+
+def _arb(name: str, bot_id: str, table: Mapping[str, object]) -> BotSpec:
+    """A funding-arb pair: FundingArbParams' fields by name, its `capital` (required: the
+    base of its drawdown steps) and optionally `perp_exchange`. Both legs trade under the
+    same tick/lot/min rules."""
+    known = (*COMMON_FIELDS, *RULE_FIELDS, *ARB_FIELDS, *ARB_EXTRA)
+    unknown = sorted(k for k in table if k not in known)
+    if unknown:
+        raise BotSpecError(f"{name}: unknown key {unknown[0]!r} (a funding-arb bot reads: "
+                           f"{', '.join(known)})")
+    exchange = _market_part(name, "exchange", table.get("exchange"))
+    symbol = _market_part(name, "symbol", table.get("symbol"))
+    perp = table.get("perp_exchange")
+    perp_exchange = "" if perp is None else _market_part(name, "perp_exchange", perp)
+    rules = _rules(name, table)
+    if "capital" not in table:
+        raise BotSpecError(f"{name}.capital: required for a funding-arb bot (the equity its "
+                           "drawdown steps are measured on)")
+    capital = _decimal(f"{name}.capital", table["capital"])
+    values = {k: parse_value(f"{name}.{k}", table[k]) for k, parse_value in ARB_FIELDS.items()
+              if k in table}
+    try:
+        params = FundingArbBotParams(FundingArbParams(**values), rules, rules, capital)
+    except ValueError as exc:
+        raise BotSpecError(f"{name}: {exc}") from None
+    spec = BotSpec("funding-arb", exchange, symbol, params, _start(name, table.get("start")),
+                   bot_id=bot_id, perp_exchange=perp_exchange)
+    if spec.keys[0] == spec.keys[1]:
+        raise BotSpecError(f"{name}.perp_exchange: the perpetual leg must be another market "
+                           f"than the spot leg ({spec.key})")
+    return spec
 
 
 def _market_part(name: str, field: str, value: object) -> str:
