@@ -966,7 +966,7 @@ def test_compose_bots_host_is_opt_in_and_the_gate_takes_intents_only_when_told(
     assert bots["profiles"] == ["bots"]
     assert compose_service(bots) == BOTS
     path = compose_env(bots)["MERIDIAN_BOTS_CONFIG"]
-    mounts = {v.split(":")[1]: v.split(":") for v in bots["volumes"]}
+    mounts = {interpolate(v).split(":")[1]: interpolate(v).split(":") for v in bots["volumes"]}
     source, _, mode = mounts[path]
     assert (source, mode) == ("./deploy/bots/bots.example.toml", "ro")
     assert (REPO / source).resolve() == BOTS_EXAMPLE
@@ -987,6 +987,40 @@ def test_compose_bots_host_is_opt_in_and_the_gate_takes_intents_only_when_told(
     assert "docker compose --profile bots up" in header
 
 
+def test_compose_runs_the_funding_arb_pair_when_told(compose: dict[str, Any]) -> None:
+    """The command at the top of the file (BOTS_FILE=the pair's example, the replay's perpetual
+    copy, the ledger's funding) configures a pipeline whose replay publishes both of the pair's
+    legs and whose ledger books the funding: the checks `meridian backtest` makes."""
+    services = meridian_services(compose)
+    told = {"BOTS_FILE": "./deploy/bots/funding-arb.example.toml",
+            "INGEST_REPLAY_PERPETUALS": "BTCUSDT", "LEDGER_FUNDING": "true"}
+    header = COMPOSE.read_text().split("\nname:")[0]
+    for name, value in told.items():
+        assert f"{name}={value}" in header
+    volume = services["bots"]["volumes"][0]
+    assert volume.startswith("${BOTS_FILE:-")
+    source = _INTERPOLATION.sub(told["BOTS_FILE"], volume).split(":")[0]
+    pairs = [s for s in bots_spec.load(REPO / source) if s.kind == "funding-arb"]
+    assert [s.keys for s in pairs] == [("binance:BTCUSDT", "binance-linear:BTCUSDT")]
+
+    def env(service: str, **values: str) -> dict[str, str]:
+        """The service's environment with `values` set in the shell, the rest defaulted."""
+        def one(m: re.Match[str]) -> str:
+            return values.get(m.group(1), m.group(3) or "")
+
+        raw = services[service]["environment"]
+        return {k: _INTERPOLATION.sub(one, str(v)) for k, v in raw.items()}
+
+    ingest = config.load(_service_class("ingest"), environ=env(
+        "ingest", INGEST_REPLAY_PERPETUALS="BTCUSDT"))
+    assert ingest.replay_perpetuals == ("BTCUSDT",)
+    assert "BTCUSDT" in ingest.symbols
+    ledger = config.load(_service_class("ledger"), environ=env("ledger", LEDGER_FUNDING="true"))
+    assert ledger.funding
+    assert not config.load(_service_class("ledger"),
+                           environ=compose_env(services["ledger"])).funding
+
+
 def test_compose_ingest_reads_the_shared_data_read_only(compose: dict[str, Any]) -> None:
     ingest = compose["services"]["ingest"]
     data_dir = compose_env(ingest)["MERIDIAN_INGEST_DATA_DIR"]
@@ -997,7 +1031,7 @@ def test_compose_ingest_reads_the_shared_data_read_only(compose: dict[str, Any])
 def test_compose_bind_mounts_in_the_repository_exist(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         for volume in svc.get("volumes", []):
-            source = volume.split(":")[0]
+            source = interpolate(volume).split(":")[0]
             if source.startswith("./"):
                 assert (REPO / source).exists(), f"{name}: {source} is missing"
 

@@ -125,7 +125,7 @@ def _steps(where: str, value: object) -> tuple[tuple[Decimal, Decimal], ...]:
     if not isinstance(value, list) or not all(isinstance(v, list) and len(v) == 2
                                               for v in value):
         raise BotSpecError(f"{where}: expected an array of [drawdown, multiplier] pairs, e.g. "
-                           '[["0.01", "0.5"], ["0.02", "0"]], got {value!r}')
+                           f'[["0.01", "0.5"], ["0.02", "0"]], got {value!r}')
     return tuple((_decimal(f"{where}[{i}][0]", a), _decimal(f"{where}[{i}][1]", b))
                  for i, (a, b) in enumerate(value))
 
