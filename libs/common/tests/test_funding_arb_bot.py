@@ -77,15 +77,16 @@ def market(key: str, coid: str, side: int, qty: str, tag: str,
 
 def run(bot: FundingArbBot, hours: int, reject: frozenset[str] = frozenset(),
         missing: Mapping[int, str] | None = None, short: Mapping[str, Decimal] | None = None,
-        ) -> Log:
+        start: int = T0) -> Log:
     """Drive the bot as the host does, hour by hour from T0: refusals (`reject`), then the last
     answer's market orders filled at this open (`short`: a smaller fill), then the settlement
     at this time, then the group (`missing`: hour -> key left out)."""
     source = CsvCandleSource(default_data_dir(), "BTCUSDT", "1h")
-    rates = dict(CsvFundingSource(default_data_dir(), "BTCUSDT").rows(T0, at(hours)))
+    end = start + hours * H
+    rates = dict(CsvFundingSource(default_data_dir(), "BTCUSDT").rows(start, end))
     sent: list[Routed] = []
     log: Log = []
-    for hour, raw in enumerate(source.rows(T0, at(hours))):
+    for hour, raw in enumerate(source.rows(start, end)):
         bar = Bar.from_raw(raw, H)
         for key, order in sent:
             assert isinstance(order, PlaceOrder)
@@ -268,3 +269,28 @@ def test_same_calls_same_intents() -> None:
     assert run(first, 35, reject=reject) == run(second, 35, reject=reject)
     assert first.decisions == second.decisions
     assert (first.cash, first.funding) == (second.cash, second.funding)
+
+
+def test_improved_rules_size_by_conviction() -> None:
+    """improved=True, every settlement since 2022-01-01 heard before the first group (warm-up,
+    as a replay from 2022-03-23 00:00 that starts the funding early would do). The rules enter
+    on 03-23 08:00 with score 0.60376... (level 0.333, trend 0.638, persistence 0.857: the
+    shared rules' own computation): conviction (0.60376 - 0.6) / 0.4 -> 0.009409 (1e-6), size
+    10000 x (0.5 + 1.0 x 0.009409) = 5094.09 at equity = peak (no drawdown step), so
+    5094.09 / 42229.43 (the 08:00 candle's close) = 0.12062.. -> 0.120 on lot 0.001, where the
+    baseline would take 10000 / 42229.43 -> 0.236."""
+    start = 1_647_993_600_000  # 2022-03-23 00:00 UTC
+    bot = make_bot(rules=FundingArbParams(improved=True))
+    for t, rate in CsvFundingSource(default_data_dir(), "BTCUSDT").rows(1_640_995_200_000,
+                                                                         start - 1):
+        bot.on_funding(PERP, Settlement(t, Decimal(rate)))
+    sent = answers(run(bot, 10, start=start))
+    assert list(sent) == [8]
+    (spot_key, spot), (perp_key, perp) = sent[8]
+    assert isinstance(spot, PlaceOrder)
+    assert isinstance(perp, PlaceOrder)
+    assert (spot_key, spot.side, spot.quantity) == (SPOT, BUY, Decimal("0.120"))
+    assert (perp_key, perp.side, perp.quantity) == (PERP, SELL, Decimal("0.120"))
+    assert spot.tag.startswith("carry entry: score=0.604 (level=0.333 trend=0.638 "
+                               "persistence=0.857)")
+    assert bot.decisions[-1].action == ENTER
