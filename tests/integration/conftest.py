@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import psycopg
 import pytest
 
+from meridian_cli.backtest_spec import BacktestSpec
 from meridian_cli.scripts import load_script
 from meridian_common.bus.base import Bus
 from meridian_common.host import ServiceHost
@@ -91,3 +92,21 @@ def restored_kill_switch() -> Callable[[Bus, str], Awaitable[bool]]:
         return handler.kill_switch
 
     return restored
+
+
+@pytest.fixture
+def backtest_db(pg_port: int, kafka_bootstrap: str,
+                monkeypatch: pytest.MonkeyPatch) -> Callable[[BacktestSpec], str]:
+    """`meridian backtest` pointed at the session's PostgreSQL and Kafka (through the variables
+    it reads, not the tests' MERIDIAN_TEST_*), and the conninfo of a run's own database."""
+    monkeypatch.setenv("MERIDIAN_DATABASE_URL",
+                       f"postgresql://postgres@127.0.0.1:{pg_port}/postgres")
+    monkeypatch.setenv("MERIDIAN_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    for name in ("MERIDIAN_TEST_KAFKA_BOOTSTRAP", "MERIDIAN_TEST_PG_PORT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def conninfo(spec: BacktestSpec) -> str:
+        name = "bt_" + spec.run_id().replace("-", "_").lower()
+        return f"host=127.0.0.1 port={pg_port} user=postgres dbname={name}"
+
+    return conninfo

@@ -26,17 +26,11 @@ async def _topics(bootstrap: str) -> list[str]:
         await admin.close()
 
 
-@pytest.fixture
-def place(pg_port: int, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("MERIDIAN_DATABASE_URL",
-                       f"postgresql://postgres@127.0.0.1:{pg_port}/postgres")
-    monkeypatch.setenv("MERIDIAN_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    for name in ("MERIDIAN_TEST_KAFKA_BOOTSTRAP", "MERIDIAN_TEST_PG_PORT"):  # the test's, not ours
-        monkeypatch.delenv(name, raising=False)
-    return kafka_bootstrap
 
 
-def test_same_run_same_report_in_process_and_over_kafka(place: str, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("backtest_db")
+def test_same_run_same_report_in_process_and_over_kafka(kafka_bootstrap: str,
+                                                        tmp_path: Path) -> None:
     config = tmp_path / "bt.toml"
     config.write_text("[signals]\nallow_short = true\n[risk]\norder_notional = 800\n")
     spec = make_spec("BTCUSDT,ETHUSDT", "2021-01-01", "2021-02-15", str(config))
@@ -67,4 +61,5 @@ def test_same_run_same_report_in_process_and_over_kafka(place: str, tmp_path: Pa
     assert metrics["bars"] == len(hours)  # one account bar per hour the data has
     assert 0 <= metrics["max_drawdown"] < 1
     assert report["monte_carlo"]["runs"] == 200
-    assert not [t for t in asyncio.run(_topics(place)) if t.startswith(f"bt.{spec.run_id()}.")]
+    left = asyncio.run(_topics(kafka_bootstrap))
+    assert not [t for t in left if t.startswith(f"bt.{spec.run_id()}.")]

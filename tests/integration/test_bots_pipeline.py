@@ -9,15 +9,16 @@ over it, and no fill ever does.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from meridian_cli import backtest
 from meridian_cli.backtest_spec import BacktestSpec, make_spec
 
+Db = Callable[[BacktestSpec], str]
 H = 3_600_000
 T0 = 1_625_846_400_000  # 2021-07-09 16:00 UTC
 START, END = "2021-07-09T16:00:00", "2021-07-11T16:00:00"  # 48 candles
@@ -59,14 +60,6 @@ max_cycles = 2
 """
 
 
-@pytest.fixture
-def place(pg_port: int, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setenv("MERIDIAN_DATABASE_URL",
-                       f"postgresql://postgres@127.0.0.1:{pg_port}/postgres")
-    monkeypatch.setenv("MERIDIAN_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    for name in ("MERIDIAN_TEST_KAFKA_BOOTSTRAP", "MERIDIAN_TEST_PG_PORT"):
-        monkeypatch.delenv(name, raising=False)
-    return pg_port
 
 
 def _spec(tmp: Path, bots: str, *, max_position: str = "5000") -> BacktestSpec:
@@ -88,14 +81,11 @@ slippage_bps = "0"
     return make_spec("BTCUSDT", START, END, str(tmp / "bt.toml"))
 
 
-def _db(pg_port: int, spec: BacktestSpec) -> str:
-    name = "bt_" + spec.run_id().replace("-", "_").lower()
-    return f"host=127.0.0.1 port={pg_port} user=postgres dbname={name}"
 
 
-def _fills(pg_port: int, spec: BacktestSpec) -> list[tuple[int, str, int, Decimal, Decimal,
+def _fills(db: str) -> list[tuple[int, str, int, Decimal, Decimal,
                                                            Decimal]]:
-    with psycopg.connect(_db(pg_port, spec)) as conn:
+    with psycopg.connect(db) as conn:
         rows = conn.execute(
             "select (extract(epoch from ts) * 1000)::bigint, client_order_id, side, quantity, "
             "price, fee from fills order by ts, fill_id").fetchall()
@@ -108,7 +98,7 @@ def _n(*values: str | int) -> tuple[Decimal, ...]:
 
 
 def test_grid_bot_fills_are_the_hand_checked_ones_in_process_and_over_kafka(
-        place: int, tmp_path: Path) -> None:
+        backtest_db: Db, tmp_path: Path) -> None:
     spec = _spec(tmp_path, GRID)
     assert spec.strategy == "bots"
     reports = {}
@@ -116,7 +106,7 @@ def test_grid_bot_fills_are_the_hand_checked_ones_in_process_and_over_kafka(
         _report, paths = backtest.run(spec, kafka=kafka, pg_dir=tmp_path / "pg",
                                      reports=tmp_path / name, mc_runs=50, mc_seed=7)
         reports[name] = paths["report.json"].read_bytes(), paths["trades.json"].read_bytes()
-        fills = _fills(place, spec)
+        fills = _fills(backtest_db(spec))
         maker_33400, maker_33800 = "0.167", "0.169"
         assert fills == [
             (T0 + 1 * H, "g1-init-1", BUY, *_n(Q, "33527.24", "0.3352724")),
@@ -135,18 +125,18 @@ def test_grid_bot_fills_are_the_hand_checked_ones_in_process_and_over_kafka(
     assert Decimal(str(metrics["final_equity"])) == Decimal("10018.5311276")
 
 
-def test_dca_bot_two_cycles_are_the_hand_checked_ones(place: int, tmp_path: Path) -> None:
+def test_dca_bot_two_cycles_are_the_hand_checked_ones(backtest_db: Db, tmp_path: Path) -> None:
     spec = _spec(tmp_path, DCA)
     backtest.run(spec, kafka=False, pg_dir=tmp_path / "pg", reports=tmp_path / "r",
                  mc_runs=50, mc_seed=7)
-    assert _fills(place, spec) == [
+    assert _fills(backtest_db(spec)) == [
         (T0 + H, "d1-1-b", BUY, *_n("0.02982", "33527.24", "0.9997823")),
         (T0 + 2 * H, "d1-1-s1", BUY, *_n("0.02997", "33359.60", "0.49989361")),
         (T0 + 5 * H, "d1-1-tp2", SELL, *_n("0.05979", "33777.65", "1.00978285")),
         (T0 + 6 * H, "d1-2-b", BUY, *_n("0.02952", "33870.57", "0.99985923")),
         (T0 + 8 * H, "d1-2-tp1", SELL, *_n("0.02952", "34209.28", "0.50492897")),
     ]
-    with psycopg.connect(_db(place, spec)) as conn:
+    with psycopg.connect(backtest_db(spec)) as conn:
         # the take-profit 1 of cycle 1 was replaced after the safety fill: canceled, never
         # filled; the executor's event says who canceled it
         cancels = conn.execute(
@@ -156,7 +146,7 @@ def test_dca_bot_two_cycles_are_the_hand_checked_ones(place: int, tmp_path: Path
     assert cancels[0] >= 2  # tp1 of cycle 1, and safety 2 after the take-profit
 
 
-def test_the_gates_position_limit_holds_whatever_the_grid_asks(place: int,
+def test_the_gates_position_limit_holds_whatever_the_grid_asks(backtest_db: Db,
                                                                 tmp_path: Path) -> None:
     """max_position_notional 700: the start inventory (0.01 at ~33527) and the 33400 buy
     (worst case 0.02 x 33400 = 668) pass; the 33000 buy (0.03 x 33000 = 990) is refused by
@@ -164,14 +154,14 @@ def test_the_gates_position_limit_holds_whatever_the_grid_asks(place: int,
     spec = _spec(tmp_path, GRID, max_position="700")
     backtest.run(spec, kafka=False, pg_dir=tmp_path / "pg", reports=tmp_path / "r",
                  mc_runs=50, mc_seed=7)
-    fills = _fills(place, spec)
+    fills = _fills(backtest_db(spec))
     position, highest = Decimal(0), Decimal(0)
     for _, _, side, qty, price, _ in fills:
         position += qty if side == BUY else -qty
         highest = max(highest, position)
         assert position * price <= 700
     assert highest == Decimal("0.02")
-    with psycopg.connect(_db(place, spec)) as conn:
+    with psycopg.connect(backtest_db(spec)) as conn:
         refused = conn.execute(
             "select client_order_id, failed_rules from risk_decisions where not approved "
             "order by ts, decision_id").fetchall()

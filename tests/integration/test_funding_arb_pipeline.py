@@ -25,12 +25,12 @@ exposure ever exceeds the limit.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from meridian_cli import backtest
 from meridian_cli.backtest_spec import BacktestSpec, make_spec
@@ -39,6 +39,7 @@ from meridian_common.fills import PaperFillModel
 from meridian_common.strategy.funding_arb import FundingArbParams
 from meridian_research.funding_arb import Costs, load_symbol, run_backtest
 
+Db = Callable[[BacktestSpec], str]
 H = 3_600_000
 START, END = "2022-02-28T20:00:00", "2022-03-02T04:00:00"  # 32 candles per market
 BUY, SELL = 1, 2
@@ -69,14 +70,6 @@ exposure_cap = "20000"
 """
 
 
-@pytest.fixture
-def place(pg_port: int, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setenv("MERIDIAN_DATABASE_URL",
-                       f"postgresql://postgres@127.0.0.1:{pg_port}/postgres")
-    monkeypatch.setenv("MERIDIAN_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    for name in ("MERIDIAN_TEST_KAFKA_BOOTSTRAP", "MERIDIAN_TEST_PG_PORT"):
-        monkeypatch.delenv(name, raising=False)
-    return pg_port
 
 
 def _spec(tmp: Path, *, max_asset: str) -> BacktestSpec:
@@ -106,16 +99,13 @@ initial_capital = "100000"
     return make_spec("BTCUSDT", START, END, str(tmp / "bt.toml"))
 
 
-def _db(pg_port: int, spec: BacktestSpec) -> str:
-    name = "bt_" + spec.run_id().replace("-", "_").lower()
-    return f"host=127.0.0.1 port={pg_port} user=postgres dbname={name}"
 
 
 Fill = tuple[int, str, str, int, Decimal, Decimal, Decimal]
 
 
-def _fills(pg_port: int, spec: BacktestSpec) -> list[Fill]:
-    with psycopg.connect(_db(pg_port, spec)) as conn:
+def _fills(db: str) -> list[Fill]:
+    with psycopg.connect(db) as conn:
         rows = conn.execute(
             "select (extract(epoch from ts) * 1000)::bigint, exchange, client_order_id, side, "
             "quantity, price, fee from fills order by ts, client_order_id").fetchall()
@@ -140,7 +130,7 @@ def _research_trade() -> object:
 
 
 def test_the_pair_enters_earns_the_funding_and_exits_as_checked_by_hand(
-        place: int, tmp_path: Path) -> None:
+        backtest_db: Db, tmp_path: Path) -> None:
     spec = _spec(tmp_path, max_asset="25000")
     assert spec.strategy == "bots"
     reports = {}
@@ -156,14 +146,14 @@ def test_the_pair_enters_earns_the_funding_and_exits_as_checked_by_hand(
         _report, paths = backtest.run(spec, kafka=kafka, pg_dir=tmp_path / "pg",
                                      reports=tmp_path / name, mc_runs=50, mc_seed=7)
         reports[name] = paths["report.json"].read_bytes(), paths["trades.json"].read_bytes()
-        assert _fills(place, spec) == expected, name
+        assert _fills(backtest_db(spec)) == expected, name
     assert reports["kafka"] == reports["embedded"]
     # funding on the short 0.22956: -0.22956 x mark x rate, each cash-quantized (1e-8)
     # 08:00  43492.96 x 0.0001       -> -0.99842439 (received)
     # 16:00  43643.69 x 0.00004369   -> -0.43772336
     # 00:00  44421.2  x -0.00000507  -> +0.05170047 (paid: the rate turned negative)
     funding = Decimal("-0.99842439") + Decimal("-0.43772336") + Decimal("0.05170047")
-    with psycopg.connect(_db(place, spec)) as conn:
+    with psycopg.connect(backtest_db(spec)) as conn:
         positions = conn.execute(
             "select exchange, quantity, realized_pnl, fees_paid, funding_paid from positions "
             "order by exchange").fetchall()
@@ -190,12 +180,12 @@ def test_the_pair_enters_earns_the_funding_and_exits_as_checked_by_hand(
 
 
 def test_the_gates_asset_limit_holds_and_a_refused_leg_is_unwound(
-        place: int, tmp_path: Path) -> None:
+        backtest_db: Db, tmp_path: Path) -> None:
     spec = _spec(tmp_path, max_asset="10000")
     backtest.run(spec, kafka=False, pg_dir=tmp_path / "pg", reports=tmp_path / "r",
                  mc_runs=50, mc_seed=7)
-    fills = _fills(place, spec)
-    with psycopg.connect(_db(place, spec)) as conn:
+    fills = _fills(backtest_db(spec))
+    with psycopg.connect(backtest_db(spec)) as conn:
         refused = conn.execute(
             "select client_order_id, failed_rules from risk_decisions where not approved "
             "order by ts, client_order_id").fetchall()

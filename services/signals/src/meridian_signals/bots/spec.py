@@ -273,16 +273,7 @@ def _bot(index: int, table: object) -> BotSpec:
         raise BotSpecError(f"{name}.kind: expected one of {', '.join(KIND_NAMES)}, got "
                            f"{kind!r}")
     cls, fields = _KINDS[kind]
-    known = (*COMMON_FIELDS, *RULE_FIELDS, *fields)
-    unknown = sorted(k for k in table if k not in known)
-    if unknown:
-        raise BotSpecError(f"{name}: unknown key {unknown[0]!r} (a {kind} bot reads: "
-                           f"{', '.join(known)})")
-    exchange = _market_part(name, "exchange", table.get("exchange"))
-    symbol = _market_part(name, "symbol", table.get("symbol"))
-    rules = _rules(name, table)
-    values = {k: parse_value(f"{name}.{k}", table[k]) for k, parse_value in fields.items()
-              if k in table}
+    exchange, symbol, rules, values = _common(name, kind, table, fields, ())
     for f in dataclasses.fields(cls):
         if (f.name not in ("bot_id", "rules") and f.name not in values
                 and f.default is dataclasses.MISSING):
@@ -294,26 +285,35 @@ def _bot(index: int, table: object) -> BotSpec:
     return BotSpec(kind, exchange, symbol, params, _start(name, table.get("start")))
 
 
+def _common(name: str, kind: str, table: Mapping[str, object], fields: Mapping[str, Parse],
+            extra: tuple[str, ...]) -> tuple[str, str, MarketRules, dict[str, Any]]:
+    """What every kind reads the same way: no unknown key, the market, its rules, and the
+    kind's parameter fields (parsed, those present only)."""
+    known = (*COMMON_FIELDS, *RULE_FIELDS, *fields, *extra)
+    unknown = sorted(k for k in table if k not in known)
+    if unknown:
+        raise BotSpecError(f"{name}: unknown key {unknown[0]!r} (a {kind} bot reads: "
+                           f"{', '.join(known)})")
+    exchange = _market_part(name, "exchange", table.get("exchange"))
+    symbol = _market_part(name, "symbol", table.get("symbol"))
+    rules = _rules(name, table)
+    values = {k: parse_value(f"{name}.{k}", table[k]) for k, parse_value in fields.items()
+              if k in table}
+    return exchange, symbol, rules, values
+
+
 def _arb(name: str, bot_id: str, table: Mapping[str, object]) -> BotSpec:
     """A funding-arb pair: FundingArbParams' fields by name, its `capital` (required: the
     base of its drawdown steps) and optionally `perp_exchange`. Both legs trade under the
     same tick/lot/min rules."""
-    known = (*COMMON_FIELDS, *RULE_FIELDS, *ARB_FIELDS, *ARB_EXTRA)
-    unknown = sorted(k for k in table if k not in known)
-    if unknown:
-        raise BotSpecError(f"{name}: unknown key {unknown[0]!r} (a funding-arb bot reads: "
-                           f"{', '.join(known)})")
-    exchange = _market_part(name, "exchange", table.get("exchange"))
-    symbol = _market_part(name, "symbol", table.get("symbol"))
+    exchange, symbol, rules, values = _common(name, "funding-arb", table, ARB_FIELDS,
+                                              ARB_EXTRA)
     perp = table.get("perp_exchange")
     perp_exchange = "" if perp is None else _market_part(name, "perp_exchange", perp)
-    rules = _rules(name, table)
     if "capital" not in table:
         raise BotSpecError(f"{name}.capital: required for a funding-arb bot (the equity its "
                            "drawdown steps are measured on)")
     capital = _decimal(f"{name}.capital", table["capital"])
-    values = {k: parse_value(f"{name}.{k}", table[k]) for k, parse_value in ARB_FIELDS.items()
-              if k in table}
     try:
         params = FundingArbBotParams(FundingArbParams(**values), rules, rules, capital)
     except ValueError as exc:
