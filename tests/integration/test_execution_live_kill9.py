@@ -24,7 +24,7 @@ import pytest
 from google.protobuf.message import Message
 
 from meridian.v1 import common_pb2, fill_pb2, order_approved_pb2, order_event_pb2
-from meridian_common import ids, orders, topics
+from meridian_common import ids, orders, topics, venues
 from meridian_common.bus.kafka import KafkaBus
 from meridian_common.host import all_topic_configs, publish
 from meridian_common.metrics import NullSensor
@@ -38,6 +38,7 @@ ORDERS = 60
 
 def _orders(seed: int, venue: str) -> list[tuple[str, str, Message]]:
     rng = random.Random(seed)
+    name = venues.venue(venue, "linear")  # the executor's venue name in keys (linear default)
     items: list[tuple[str, str, Message]] = []
     for n in range(ORDERS):
         symbol = rng.choice(("BTCUSDT", "ETHUSDT"))
@@ -45,9 +46,9 @@ def _orders(seed: int, venue: str) -> list[tuple[str, str, Message]]:
         # above Binance's 100 USDT minimum notional at the 2021-10 prices
         qty = f"{rng.randint(3, 20) / 1000:.3f}" if symbol == "BTCUSDT" else \
             f"{rng.randint(5, 20) / 100:.2f}"
-        items.append((topics.ORDER_APPROVED, f"{venue}:{symbol}", order_approved_pb2.ApprovedOrder(
+        items.append((topics.ORDER_APPROVED, f"{name}:{symbol}", order_approved_pb2.ApprovedOrder(
             meta=common_pb2.Meta(id=coid, event_time_ms=START_MS + n, producer="risk"),
-            client_order_id=coid, signal_id=f"live-kill9:{n}", exchange=venue,
+            client_order_id=coid, signal_id=f"live-kill9:{n}", exchange=name,
             symbol=symbol, side=rng.choice([common_pb2.SIDE_BUY, common_pb2.SIDE_SELL]),
             order_type=order_approved_pb2.ORDER_TYPE_MARKET, quantity=qty,
             strategy="kill9")))

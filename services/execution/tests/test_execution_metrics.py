@@ -176,9 +176,9 @@ class Live:
 def approved(signal: str, qty: str = "0.01", limit: str = "") -> Routed:
     coid = ids.client_order_id(signal)
     kind = order_approved_pb2.ORDER_TYPE_LIMIT if limit else order_approved_pb2.ORDER_TYPE_MARKET
-    return topics.ORDER_APPROVED, "bybit:BTCUSDT", order_approved_pb2.ApprovedOrder(
+    return topics.ORDER_APPROVED, "bybit-linear:BTCUSDT", order_approved_pb2.ApprovedOrder(
         meta=common_pb2.Meta(id=coid, event_time_ms=START_MS, producer="test"),
-        client_order_id=coid, signal_id=signal, exchange="bybit", symbol="BTCUSDT",
+        client_order_id=coid, signal_id=signal, exchange="bybit-linear", symbol="BTCUSDT",
         side=common_pb2.SIDE_BUY, order_type=kind, quantity=qty, limit_price=limit,
         strategy="test")
 

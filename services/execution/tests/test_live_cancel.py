@@ -19,14 +19,14 @@ from meridian_fake_exchange import FakeExchange
 
 live = sibling_module(__file__, "live_support")
 START_MS, Driver, Item, Starter = live.START_MS, live.Driver, live.Item, live.Starter
-KEY = "bybit:BTCUSDT"
+KEY = "bybit-linear:BTCUSDT"
 
 
 def place(coid: str, limit: str = "", qty: str = "0.01") -> Item:
     kind = order_approved_pb2.ORDER_TYPE_LIMIT if limit else order_approved_pb2.ORDER_TYPE_MARKET
     return topics.ORDER_APPROVED, KEY, order_approved_pb2.ApprovedOrder(
         meta=common_pb2.Meta(id=coid, event_time_ms=START_MS, producer="risk"),
-        client_order_id=coid, signal_id=f"intent:{coid}", exchange="bybit", symbol="BTCUSDT",
+        client_order_id=coid, signal_id=f"intent:{coid}", exchange="bybit-linear", symbol="BTCUSDT",
         side=common_pb2.SIDE_BUY, order_type=kind, quantity=qty, limit_price=limit,
         strategy="bot:g1", action=order_approved_pb2.ORDER_ACTION_PLACE)
 
@@ -35,7 +35,7 @@ def cancel(coid: str) -> Item:
     return topics.ORDER_APPROVED, KEY, order_approved_pb2.ApprovedOrder(
         meta=common_pb2.Meta(id=f"{coid}:cancel", event_time_ms=START_MS + 3_600_000,
                              producer="risk"),
-        client_order_id=coid, exchange="bybit", symbol="BTCUSDT", strategy="bot:g1",
+        client_order_id=coid, exchange="bybit-linear", symbol="BTCUSDT", strategy="bot:g1",
         action=order_approved_pb2.ORDER_ACTION_CANCEL)
 
 

@@ -13,7 +13,7 @@ import ccxt.async_support as ccxt
 import pytest
 
 from meridian.v1 import common_pb2, control_pb2, fill_pb2, order_approved_pb2
-from meridian_common import ids, orders, topics
+from meridian_common import ids, orders, topics, venues
 from meridian_common.ccxt_urls import reroute_urls
 from meridian_common.handler import Inbound
 from meridian_common.testing import sibling_module
@@ -22,18 +22,19 @@ from meridian_fake_exchange import TEST_API_KEY, TEST_API_SECRET, FakeExchange
 
 live = sibling_module(__file__, "live_support")
 START_MS, Driver, Starter = live.START_MS, live.Driver, live.Starter
-KEY = "bybit:BTCUSDT"
+KEY = "bybit-linear:BTCUSDT"  # the venue name ingest gives a linear market
 
 
 def approved(signal: str, side: int = common_pb2.SIDE_BUY, qty: str = "0.01", *,
              symbol: str = "BTCUSDT", reduce_only: bool = False, limit: str = "",
-             stop: str = "",
-             venue: str = "bybit") -> tuple[str, str, order_approved_pb2.ApprovedOrder]:
+             stop: str = "", venue: str = "bybit", market_type: str = "linear",
+             ) -> tuple[str, str, order_approved_pb2.ApprovedOrder]:
     coid = ids.client_order_id(signal)
     kind = order_approved_pb2.ORDER_TYPE_LIMIT if limit else order_approved_pb2.ORDER_TYPE_MARKET
-    return topics.ORDER_APPROVED, f"{venue}:{symbol}", order_approved_pb2.ApprovedOrder(
+    exchange = venues.venue(venue, market_type)
+    return topics.ORDER_APPROVED, f"{exchange}:{symbol}", order_approved_pb2.ApprovedOrder(
         meta=common_pb2.Meta(id=coid, event_time_ms=START_MS, producer="test"),
-        client_order_id=coid, signal_id=signal, exchange=venue, symbol=symbol, side=side,
+        client_order_id=coid, signal_id=signal, exchange=exchange, symbol=symbol, side=side,
         order_type=kind, quantity=qty, limit_price=limit, reduce_only=reduce_only,
         stop_loss=stop, strategy="test")
 
@@ -71,6 +72,25 @@ async def test_market_order_fills_once_with_exact_decimals(exchange: FakeExchang
     position = d.published.index(next(x for x in d.published if x[2] is fill))
     assert all(w < fill.meta.event_time_ms for w in _wms(d, upto=position))
     assert d.handler.halted is None
+
+
+async def test_fills_carry_the_venue_name_ingest_gives_the_market(exchange: FakeExchange,
+                                                                  make_driver: Starter) -> None:
+    """A linear executor's fills are keyed bybit-linear:SYMBOL, like the linear ingest's
+    candles the ledger marks them on; an order keyed on the spot venue is refused, naming
+    both (a second executor, for spot, would trade it)."""
+    d = await make_driver()
+    order = approved("s-venue")
+    await d.send(order)
+    coid = coid_of(order)
+    await d.until(lambda: "FILLED" in d.statuses(coid))
+    (fill,) = d.fills(coid)
+    assert fill.exchange == "bybit-linear"
+    assert [k for t, k, m in d.published if m is fill] == [KEY]
+    spot = approved("s-venue-spot", market_type="spot")
+    await d.send(spot)
+    assert d.statuses(coid_of(spot)) == ["PENDING_SUBMIT", "REJECTED"]
+    assert d.events(coid_of(spot))[-1].reason == "this executor trades bybit-linear, not bybit"
 
 
 async def test_quantity_is_rounded_down_to_the_exchange_step(exchange: FakeExchange,
@@ -121,7 +141,8 @@ async def test_insufficient_margin_from_the_real_check(exchange: FakeExchange,
 async def test_spot_insufficient_balance_170131(exchange: FakeExchange,
                                                 make_driver: Starter) -> None:
     d = await make_driver(market_type="spot")
-    order = approved("s-spot", side=common_pb2.SIDE_SELL, qty="50")  # no BTC in the wallet
+    order = approved("s-spot", side=common_pb2.SIDE_SELL, qty="50",  # no BTC in the wallet
+                     market_type="spot")
     await d.send(order)
     event = d.events(coid_of(order))[-1]
     assert orders.name(event.status) == "REJECTED"

@@ -33,7 +33,9 @@ class ExecutionSettings(BaseSettings):
                          "(BTCUSDT,ETHUSDT); their fills, positions and open orders are "
                          "reconciled and their fill watermarks advanced.")
     market_type: Literal["linear", "spot"] = Field(
-        "linear", description="Live: USDT linear perpetuals or spot.")
+        "linear", description="Live: USDT linear perpetuals or spot. Also the venue name of "
+        "its orders and fills, as ingest names the market: <exchange>-linear:SYMBOL or "
+        "<exchange>:SYMBOL.")
     position_mode: Literal["oneway", "hedge"] = Field(
         "oneway", description="Live: the account's position mode (hedge: positionIdx 1/2).")
     leverage: Decimal | None = Field(

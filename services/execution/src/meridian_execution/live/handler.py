@@ -42,7 +42,7 @@ from decimal import Decimal
 from prometheus_client import CollectorRegistry
 
 from meridian.v1 import common_pb2, control_pb2, fill_pb2, order_approved_pb2, order_event_pb2
-from meridian_common import orders, topics
+from meridian_common import orders, topics, venues
 from meridian_common.control import KILL_SWITCH_KEY
 from meridian_common.handler import Handler, Inbound, InvalidMessage, Outbox
 from meridian_common.money import ZERO, dec, to_str
@@ -109,7 +109,9 @@ class LiveExecutionHandler(Handler):
     def __init__(self, settings: ExecutionSettings, venue: Venue) -> None:
         self.settings = settings
         self.venue = venue
-        self.exchange = venue.exchange
+        # The venue name in keys: the one ingest gives this market (bybit-linear for a linear
+        # perpetual, bybit for spot), so fills meet the candles they are marked on.
+        self.exchange = venues.venue(venue.exchange, settings.market_type)
         self.tick_s = settings.poll_s
         self.symbols = settings.symbol_list()
         self.state = _State()
