@@ -157,6 +157,18 @@ def test_the_signal_is_filled_like_a_trend_signal(client: TestClient, bus: InPro
                     "time": "2021-03-01T10:00:00.000Z", "topic": PREFIX + topics.SIGNAL}
 
 
+def test_a_linear_pipeline_keys_the_signal_on_the_perpetual_venue(
+        hook: Callable[..., TestClient], bus: InProcessBus) -> None:
+    """MERIDIAN_CONTROL_WEBHOOK_MARKET_TYPE=linear: the venue name a linear ingest gives the
+    candles (binance-linear), so the gate decides the alert on the market it has."""
+    response = hook(webhook_market_type="linear").post(PATH, json=alert())
+    assert response.status_code == 202, response.text
+    [signal] = published(bus)
+    assert signal.exchange == "binance-linear"
+    [(_, key, _)] = records(bus)
+    assert key == b"binance-linear:BTCUSDT"
+
+
 def test_json_numbers_are_kept_exact(client: TestClient, bus: InProcessBus) -> None:
     raw = ('{"secret": "' + SECRET + '", "name": "n", "symbol": "ETHUSDT", "action": "sell", '
            '"price": 1234.10, "stop_loss": 1300.000000000000000001}')

@@ -35,7 +35,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from meridian_common import config
+from meridian_common import config, venues
 from meridian_common.bus.base import Bus
 from meridian_common.clock import Clock, WallClock
 from meridian_control import (
@@ -119,7 +119,8 @@ def create_app(settings: ControlSettings, common: config.CommonSettings, bus: Bu
     reads.install(app, ctx)
     status.install(app, ctx)
     promotion.install(app, ctx)
-    webhook.install(app, ctx, common.exchange, common.partitions)
+    webhook.install(app, ctx, venues.venue(common.exchange, settings.webhook_market_type),
+                    common.partitions)
     ws.install(app, ctx)
     page.install(app)
     telemetry.install(app, ctx.metrics)

@@ -8,7 +8,7 @@ plane reads the tables the ledger and the risk gate write, and moves the promote
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,6 +60,12 @@ class ControlSettings(BaseSettings):
         description="Comma-separated symbols an alert may name (on MERIDIAN_EXCHANGE); the "
                     "signals service must cover them too, since the risk gate waits for each "
                     "symbol's signal stream.")
+    webhook_market_type: Literal["spot", "linear"] = Field(
+        "spot", description="The market alerts trade, named as ingest names it: spot keys "
+                            "signals MERIDIAN_EXCHANGE:SYMBOL, linear (USDT perpetuals) "
+                            "<exchange>-linear:SYMBOL. Set it to the pipeline's "
+                            "MERIDIAN_INGEST_MARKET_TYPE, or the gate decides the alerts on a "
+                            "market with no candles.")
     webhook_timeframe: str = Field(
         "1h", pattern=r"^[1-9]\d*[mhd]$",
         description="Candle timeframe an alert's event time is aligned to (the close of the "
