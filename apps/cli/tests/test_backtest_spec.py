@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from meridian_cli.backtest_spec import INGEST_KEYS, env_for, make_spec, read_config
+from meridian_cli.main import count_candles
 from meridian_cli.settings import PipelineSettings
 from meridian_common.config import ConfigError
 
@@ -215,3 +216,13 @@ def test_check_pairs_leaves_grid_bots_and_live_ingest_alone(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="MERIDIAN_LEDGER_FUNDING"):
         PipelineSettings.load(environ={}, bots={"config": str(bots)}, risk=risk,
                               ingest={"mode": "live"})
+
+
+def test_the_candle_count_includes_the_perpetual_copies() -> None:
+    """The progress total (and the Kafka run's wait for that many marks) counts what the replay
+    publishes: 24 BTC and 24 ETH hours, and BTC's 24 again as its perpetual."""
+    window = {"start": "2022-03-01", "end": "2022-03-02", "source": "csv"}
+    spot = PipelineSettings.load(ingest={**window, "symbols": ["BTCUSDT", "ETHUSDT"]})
+    both = PipelineSettings.load(ingest={**window, "symbols": ["BTCUSDT", "ETHUSDT"],
+                                         "replay_perpetuals": ["BTCUSDT"]})
+    assert (count_candles(spot), count_candles(both)) == (48, 72)

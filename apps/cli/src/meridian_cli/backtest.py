@@ -48,18 +48,9 @@ def _database(spec: BacktestSpec, pg_dir: Path) -> str:
 
 
 def _candles(spec: BacktestSpec) -> int:
-    """Every candle the replay publishes, so the progress total and the Kafka run's wait for
-    that many marks hold: the spot candles plus the perpetual copies of
-    MERIDIAN_INGEST_REPLAY_PERPETUALS (the same stored rows again, under the perpetual's key)."""
     from meridian_cli.main import count_candles
-    from meridian_ingest.sources import csv_rows
 
-    settings = spec.settings(common={"bus": "inprocess"})
-    ing = settings.ingest
-    copies = sum(1 for s in ing.replay_perpetuals
-                 for _ in csv_rows(ing.data_dir, s, ing.timeframe, ing.start_ms, ing.end_ms)
-                 ) if ing.source == "csv" else 0
-    return count_candles(settings) + copies
+    return count_candles(spec.settings(common={"bus": "inprocess"}))
 
 
 def run_embedded(spec: BacktestSpec, url: str, total: int) -> dict[str, Any]:

@@ -33,11 +33,15 @@ from meridian_ingest.sources import csv_rows
 
 
 def count_candles(settings: PipelineSettings) -> int:
+    """Every candle a CSV replay publishes (0 otherwise: unknown): each symbol's rows, twice
+    for a symbol also replayed as its perpetual (MERIDIAN_INGEST_REPLAY_PERPETUALS)."""
     ing = settings.ingest
+    if ing.source != "csv":
+        return 0
     return sum(
         sum(1 for _ in csv_rows(ing.data_dir, s, ing.timeframe, ing.start_ms, ing.end_ms))
-        for s in ing.symbols
-    ) if ing.source == "csv" else 0
+        * (2 if s in ing.replay_perpetuals else 1)
+        for s in ing.symbols)
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
