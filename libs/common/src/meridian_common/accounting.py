@@ -18,6 +18,13 @@ from meridian.v1 import common_pb2
 from meridian_common.money import MONEY_CONTEXT, ZERO, cash, price
 
 
+def funding_paid(quantity: Decimal, mark: Decimal, rate: Decimal) -> Decimal:
+    """What a signed position pays at one settlement: quantity x mark x rate, to the cash
+    quantum (positive rate: a long pays, a short receives; negative: received). The one rule
+    the ledger, the bots and the research backtests settle funding by."""
+    return cash(MONEY_CONTEXT.multiply(MONEY_CONTEXT.multiply(quantity, mark), rate))
+
+
 @dataclass(frozen=True, slots=True)
 class ClosedTrade:
     entry_time_ms: int
@@ -115,7 +122,7 @@ class PositionBook:
         amount paid (negative: received). A flat position pays nothing."""
         if self.quantity == 0:
             return ZERO
-        paid = cash(MONEY_CONTEXT.multiply(MONEY_CONTEXT.multiply(self.quantity, mark), rate))
+        paid = funding_paid(self.quantity, mark, rate)
         self.funding_paid += paid
         if self.open_trade is not None:
             self.open_trade.funding += paid

@@ -35,6 +35,7 @@ from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
 from meridian.v1 import common_pb2
+from meridian_common.accounting import funding_paid
 from meridian_common.fees import FeeSchedule
 from meridian_common.fills import PaperFillModel
 from meridian_common.marketdata import CsvCandleSource, CsvFundingSource, default_data_dir
@@ -228,7 +229,8 @@ def _settle(book: _Book, data: SymbolData, pair: OpenPair, time_ms: int, rate: D
     if mark_candle is None or pair.entry_ms >= time_ms:
         return
     mark = mark_candle[1]
-    amount = cash(pair.direction * pair.quantity * mark * rate)
+    # received by the perp leg, which holds -direction x quantity
+    amount = -funding_paid(-pair.direction * pair.quantity, mark, rate)
     pair.funding += amount
     pair.settlements += 1
     book.realized += amount

@@ -49,7 +49,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from meridian_common.money import MONEY_CONTEXT, ZERO, cash, to_str
+from meridian_common.accounting import funding_paid
+from meridian_common.money import MONEY_CONTEXT, ZERO, to_str
 from meridian_common.sizing import MarketRules, quantity_for_notional
 from meridian_common.strategy.funding_arb import (
     CARRY,
@@ -225,7 +226,7 @@ class FundingArbBot:
         if qty == 0:
             return
         mark = self.closes[self.perp_key]
-        amount = cash(-qty * mark * settlement.rate)
+        amount = -funding_paid(qty, mark, settlement.rate)
         self.funding += amount
         self.payments.append(FundingPayment(settlement.time_ms, qty, mark, settlement.rate,
                                             amount))
