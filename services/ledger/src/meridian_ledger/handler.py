@@ -125,6 +125,7 @@ class _Symbol:
     settlements: deque[tuple[int, Decimal, Position]] = field(default_factory=deque)
     funding_wm: int = -1
     funding_to: int = -1  # settlements up to here are paid
+    waits_for_funding: bool = False  # funding on and a perpetual key: resolved once, at creation
     net: Decimal = ZERO  # net PnL of the last mark (its equity row's), for the account equity
 
 
@@ -219,7 +220,8 @@ class LedgerHandler(Handler):
     def _symbol(self, key: str) -> _Symbol:
         st = self.symbols.get(key)
         if st is None:
-            st = self.symbols[key] = _Symbol()
+            st = self.symbols[key] = _Symbol(
+                waits_for_funding=self.settings.funding and venues.is_perpetual_key(key))
             self.curve.track(key)  # its marks complete the curve's points from now on
         return st
 
@@ -280,16 +282,16 @@ class LedgerHandler(Handler):
         if t > st.funding_to and (not st.settlements or t > st.settlements[-1][0]):
             st.settlements.append((t, value, msg.position))
 
-    def _ready(self, key: str, st: _Symbol) -> bool:
+    @staticmethod
+    def _ready(st: _Symbol) -> bool:
         """Fills are known up to the head candle's open and, on a perpetual with funding on,
         settlements up to its close."""
         candle = st.candles[0][0]
         return candle.open_time_ms <= st.fill_wm and (
-            not self.settings.funding or not venues.is_perpetual_key(key)
-            or st.funding_wm >= candle.close_time_ms)
+            not st.waits_for_funding or st.funding_wm >= candle.close_time_ms)
 
     def _process(self, key: str, st: _Symbol, out: Outbox) -> None:
-        while st.candles and self._ready(key, st):
+        while st.candles and self._ready(st):
             candle, trace, _ = st.candles.popleft()
             while st.fills and st.fills[0][0].meta.event_time_ms <= candle.open_time_ms:
                 fill, _ = st.fills.popleft()
