@@ -274,12 +274,10 @@ class FundingArbBot:
             return (f"notional {to_str(notional)} buys less than one lot "
                     f"{to_str(self.params.lot)} at {to_str(self.closes[self.perp_key])}")
         for key, market in ((self.spot_key, self.params.spot), (self.perp_key, self.params.perp)):
-            value = qty * self.closes[key]
-            if qty < market.min_qty:
-                return f"{key}: quantity {to_str(qty)} is below min_qty {to_str(market.min_qty)}"
-            if value < market.min_notional:
-                return (f"{key}: notional {to_str(value)} is below min_notional "
-                        f"{to_str(market.min_notional)}")
+            # the market's own order checks, at its close on the market's tick
+            reasons = market.valid(qty, market.round_price(self.closes[key], mode="nearest"))
+            if reasons:
+                return f"{key}: {reasons[0]}"
         return ""
 
     def _close_held(self) -> list[Routed]:
