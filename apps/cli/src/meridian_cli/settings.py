@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from meridian_common import config, topics, venues
+from meridian_common import config, venues
 from meridian_execution.settings import ExecutionSettings
 from meridian_features.settings import FeaturesSettings
 from meridian_ingest.settings import IngestSettings
@@ -78,11 +78,11 @@ class PipelineSettings:
                 "true ([ledger] funding = true), or its PnL leaves out the funding it earns")
         if self.ingest.mode != "replay":
             return
-        exchange = venues.venue(self.common.exchange, self.ingest.market_type)
-        perpetual = venues.venue(self.common.exchange, "linear")
-        replayed = {topics.market_key(exchange, s) for s in self.ingest.symbols}
-        if self.ingest.funding:
-            replayed |= {topics.market_key(perpetual, s) for s in self.ingest.replay_perpetuals}
+        from meridian_ingest.commands import replay_markets
+
+        # a perpetual leg needs its settlements too: without funding it is not replayed for it
+        replayed = {m.key for m in replay_markets(self.common, self.ingest)
+                    if self.ingest.funding or not venues.is_perpetual(m.venue)}
         for pair in pairs:
             missing = [k for k in pair.keys if k not in replayed]
             if missing:
@@ -91,4 +91,5 @@ class PipelineSettings:
                     "funding-arb pair needs its symbol in MERIDIAN_INGEST_SYMBOLS and in "
                     "MERIDIAN_INGEST_REPLAY_PERPETUALS with MERIDIAN_INGEST_FUNDING=true "
                     "([ingest] replay_perpetuals in a backtest config), the spot leg on "
-                    f"{exchange} and the perpetual on {perpetual}")
+                    f"{self.common.exchange} and the perpetual on "
+                    f"{venues.venue(self.common.exchange, venues.LINEAR)}")

@@ -33,6 +33,7 @@ from meridian_ingest.live import LiveIngest
 from meridian_ingest.replay import replay
 from meridian_ingest.settings import IngestSettings
 from meridian_ingest.sharding import Leases, owned_symbols
+from meridian_ingest.sources import Market
 
 log = logging.getLogger("meridian_ingest")
 
@@ -85,6 +86,15 @@ async def run_replay(common: config.CommonSettings, settings: IngestSettings,
     return sent
 
 
+def replay_markets(common: config.CommonSettings, settings: IngestSettings) -> list[Market]:
+    """The markets a replay publishes: every symbol on the configured venue, then the
+    perpetual copies (MERIDIAN_INGEST_REPLAY_PERPETUALS) on the venue's -linear name."""
+    name = venue(common, settings)
+    perpetual = venues.venue(common.exchange, venues.LINEAR)
+    return ([Market(name, s) for s in settings.symbols]
+            + [Market(perpetual, s) for s in settings.replay_perpetuals])
+
+
 def candle_stream(common: config.CommonSettings,
                   settings: IngestSettings) -> Iterator[candle_pb2.Candle | sources.Routed]:
     """The replay of the configured symbols from CSV or the candles table, with the start
@@ -101,10 +111,8 @@ def candle_stream(common: config.CommonSettings,
         return store.db_rows(database_url(common, "MERIDIAN_INGEST_SOURCE=db"), name, symbol,
                              settings.timeframe, settings.start_ms, settings.end_ms)
 
-    per_market = {sources.Market(name, s): rows(s) for s in settings.symbols}
-    perpetual = venues.venue(common.exchange, venues.LINEAR)
-    # the copies read the spot rows again: both keys carry the same OHLCV
-    per_market |= {sources.Market(perpetual, s): rows(s) for s in settings.replay_perpetuals}
+    # a perpetual copy reads the spot rows again: both keys carry the same OHLCV
+    per_market = {m: rows(m.symbol) for m in replay_markets(common, settings)}
     funding = None
     if settings.funding:
         # from a day before the start, so the first rows know the last settled rate
